@@ -1,0 +1,8 @@
+"""Noisy-observation and corruption distributions for noise-model VAEs."""
+
+from .noisy_bernoulli import NoisyBernoulli
+from .noisy_laplace import NoisyLaplace
+from .noisy_normal import NoisyNormal
+
+__all__ = ["NoisyBernoulli", "NoisyLaplace", "NoisyNormal"]
+__all__[:] = sorted(set(__all__))

@@ -1,0 +1,170 @@
+"""Decoder likelihoods p(x | z): the noise models of a VAE, each ending in one ``pyro.sample``."""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions import constraints
+from pyro.nn import PyroModule, PyroParam
+
+from ..distributions import NoisyBernoulli, NoisyLaplace, NoisyNormal
+
+__all__ = [
+    "BernoulliLikelihood",
+    "LaplaceLikelihood",
+    "LearnedNormalLikelihood",
+    "Likelihood",
+    "NoisyBernoulliLikelihood",
+    "NormalLikelihood",
+    "make_likelihood",
+]
+
+
+def _check_sigma(name, value):
+    v = float(value)
+    if not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return v
+
+
+class Likelihood(PyroModule):
+    """
+    Base class. A likelihood reads the decoder's raw output ``out`` of shape ``(*, D)`` and scores
+    the observation ``x`` of shape ``(B, D)`` at the site ``"x"`` with ``.to_event(1)``.
+    """
+
+    #: short name used on the command line
+    name = "base"
+
+    def dist(self, out):
+        """Per-pixel distribution with ``batch_shape == out.shape``."""
+        raise NotImplementedError
+
+    def mean(self, out):
+        """:math:`E[x \\mid z]` of shape ``out.shape`` (used for reconstructions and samples)."""
+        return self.dist(out).mean
+
+    def check_data(self, x):
+        """Raise ``ValueError`` if ``x`` lies outside this likelihood's support."""
+
+    def forward(self, out, x):
+        return pyro.sample("x", self.dist(out).to_event(1), obs=x)
+
+
+class BernoulliLikelihood(Likelihood):
+    """:math:`p(x|z) = \\prod_i \\mathrm{Bernoulli}(x_i; \\mathrm{sigmoid}(\\mathrm{out}_i))`; binary data only."""
+
+    name = "bernoulli"
+
+    def dist(self, out):
+        return dist.Bernoulli(logits=out)
+
+    def mean(self, out):
+        return torch.sigmoid(out)
+
+    def check_data(self, x):
+        if not ((x == 0) | (x == 1)).all():
+            raise ValueError(
+                "likelihood 'bernoulli' needs binary data (every value 0 or 1), but the data has values in "
+                "between. Binarize it (--binarize dynamic|threshold, or the static binarized MNIST dataset), "
+                "or use a continuous noise model: 'normal', 'laplace', 'noisy-bernoulli' or 'learned-normal'."
+            )
+
+
+class NormalLikelihood(Likelihood):
+    """
+    σ-VAE decoder with a **fixed imaginary** σ: :math:`x \\sim N(\\mathrm{sigmoid}(\\mathrm{out}), \\sigma^2 I)`.
+    σ is a buffer (moves with ``.to(device)``, never trained).
+    """
+
+    name = "normal"
+
+    def __init__(self, sigma):
+        super().__init__()
+        self.register_buffer("sigma", torch.tensor(_check_sigma("sigma", sigma)))
+
+    def dist(self, out):
+        return NoisyNormal(torch.sigmoid(out), self.sigma.to(out.dtype))
+
+    def mean(self, out):
+        return torch.sigmoid(out)
+
+
+class LaplaceLikelihood(Likelihood):
+    """Laplace σ-VAE decoder with a fixed scale b: :math:`x_i \\sim \\mathrm{Laplace}(\\mathrm{sigmoid}(\\mathrm{out}_i), b)`."""
+
+    name = "laplace"
+
+    def __init__(self, scale):
+        super().__init__()
+        self.register_buffer("scale", torch.tensor(_check_sigma("laplace scale b", scale)))
+
+    def dist(self, out):
+        return NoisyLaplace(torch.sigmoid(out), self.scale.to(out.dtype))
+
+    def mean(self, out):
+        return torch.sigmoid(out)
+
+
+class NoisyBernoulliLikelihood(Likelihood):
+    """Bernoulli pixels seen through imaginary N(0, σ²) noise (:class:`NoisyBernoulli`), σ fixed."""
+
+    name = "noisy-bernoulli"
+
+    def __init__(self, sigma):
+        super().__init__()
+        self.register_buffer("sigma", torch.tensor(_check_sigma("sigma", sigma)))
+
+    def dist(self, out):
+        return NoisyBernoulli(logits=out, sigma=self.sigma.to(out.dtype))
+
+    def mean(self, out):
+        return torch.sigmoid(out)
+
+
+class LearnedNormalLikelihood(Likelihood):
+    """
+    Calibrated-decoder Gaussian: :math:`x \\sim N(\\mathrm{sigmoid}(\\mathrm{out}), \\sigma^2 I)` with **one shared
+    learned** σ (a positive ``PyroParam``), as opposed to the σ-VAE's fixed imaginary σ.
+    """
+
+    name = "learned-normal"
+
+    def __init__(self, init_sigma=1.0):
+        super().__init__()
+        self.sigma = PyroParam(torch.tensor(_check_sigma("init_sigma", init_sigma)), constraints.positive)
+
+    def dist(self, out):
+        return NoisyNormal(torch.sigmoid(out), self.sigma.to(out.dtype))
+
+    def mean(self, out):
+        return torch.sigmoid(out)
+
+
+_REGISTRY = {
+    cls.name: cls
+    for cls in (BernoulliLikelihood, NormalLikelihood, LaplaceLikelihood, NoisyBernoulliLikelihood, LearnedNormalLikelihood)
+}
+LIKELIHOODS = tuple(_REGISTRY)
+
+
+def make_likelihood(name, sigma=None):
+    """
+    Build a likelihood by name: ``bernoulli | normal | laplace | noisy-bernoulli | learned-normal``.
+    ``sigma`` is the fixed σ (normal, noisy-bernoulli), the fixed scale b (laplace), or the initial
+    value of the learned σ (learned-normal, default 1.0); it is rejected for bernoulli.
+    """
+    if isinstance(name, Likelihood):
+        return name
+    if name not in _REGISTRY:
+        raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {name!r}")
+    if name == "bernoulli":
+        if sigma is not None:
+            raise ValueError("likelihood 'bernoulli' takes no sigma; for an imaginary-noise decoder use 'noisy-bernoulli'")
+        return BernoulliLikelihood()
+    if name == "learned-normal":
+        return LearnedNormalLikelihood(1.0 if sigma is None else sigma)
+    if sigma is None:
+        raise ValueError(f"likelihood {name!r} needs a fixed sigma > 0 (the imaginary noise level)")
+    return _REGISTRY[name](sigma)
