@@ -79,10 +79,11 @@ class NormalLikelihood(Likelihood):
     """
 
     name = "normal"
+    # σ is stored in float64 so that it keeps its exact value; it is cast to the data dtype per call
 
     def __init__(self, sigma):
         super().__init__()
-        self.register_buffer("sigma", torch.tensor(_check_sigma("sigma", sigma)))
+        self.register_buffer("sigma", torch.tensor(_check_sigma("sigma", sigma), dtype=torch.float64))
 
     def dist(self, out):
         return NoisyNormal(torch.sigmoid(out), self.sigma.to(out.dtype))
@@ -98,7 +99,7 @@ class LaplaceLikelihood(Likelihood):
 
     def __init__(self, scale):
         super().__init__()
-        self.register_buffer("scale", torch.tensor(_check_sigma("laplace scale b", scale)))
+        self.register_buffer("scale", torch.tensor(_check_sigma("laplace scale b", scale), dtype=torch.float64))
 
     def dist(self, out):
         return NoisyLaplace(torch.sigmoid(out), self.scale.to(out.dtype))
@@ -114,7 +115,7 @@ class NoisyBernoulliLikelihood(Likelihood):
 
     def __init__(self, sigma):
         super().__init__()
-        self.register_buffer("sigma", torch.tensor(_check_sigma("sigma", sigma)))
+        self.register_buffer("sigma", torch.tensor(_check_sigma("sigma", sigma), dtype=torch.float64))
 
     def dist(self, out):
         return NoisyBernoulli(logits=out, sigma=self.sigma.to(out.dtype))

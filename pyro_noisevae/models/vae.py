@@ -69,16 +69,20 @@ class VAE(PyroModule):
         encoder=None,
         decoder=None,
     ):
-        super().__init__()
-        self.x_dim, self.z_dim = int(x_dim), int(z_dim)
-        self.hidden_dims = tuple(int(h) for h in hidden_dims)
-        self.encoder = encoder if encoder is not None else MLPEncoder(x_dim, z_dim, hidden_dims, activation)
-        self.decoder = decoder if decoder is not None else MLPDecoder(z_dim, x_dim, hidden_dims, activation)
-        # plain nn.Modules would keep their weights out of Pyro's param store; convert in place so
-        # that SVI with pyro.optim and ELBOModule + torch.optim both see them
-        to_pyro_module_(self.encoder)
-        to_pyro_module_(self.decoder)
-        self.likelihood = make_likelihood(likelihood, sigma)
+        # Build every module context able to hold module-local params, so this VAE works both with Pyro's
+        # global param store (SVI + pyro.optim) and under pyro.settings.context(module_local_params=True)
+        # (ELBOModule + torch.optim, what our trainer uses). Pyro decides this once, at construction.
+        with pyro.settings.context(module_local_params=True):
+            super().__init__()
+            self.x_dim, self.z_dim = int(x_dim), int(z_dim)
+            self.hidden_dims = tuple(int(h) for h in hidden_dims)
+            self.encoder = encoder if encoder is not None else MLPEncoder(x_dim, z_dim, hidden_dims, activation)
+            self.decoder = decoder if decoder is not None else MLPDecoder(z_dim, x_dim, hidden_dims, activation)
+            # plain nn.Modules would keep their weights out of Pyro's param store; convert in place so
+            # that SVI with pyro.optim and ELBOModule + torch.optim both see them
+            to_pyro_module_(self.encoder)
+            to_pyro_module_(self.decoder)
+            self.likelihood = make_likelihood(likelihood, sigma)
 
     def _plate(self, x, num_data):
         batch = x.shape[0]

@@ -1,0 +1,238 @@
+"""σ↔β equivalence of σ-VAEs through the β-scaling handler (Saremi 2020), values and gradients."""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro import poutine
+from pyro.infer import RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
+
+from pyro_noisevae.handlers import BetaScaleMessenger, beta_scale, bound_constant, equivalent_beta
+from pyro_noisevae.models import VAE
+
+D, Z, B, N = 12, 3, 8, 40  # observed dim, latent dim, mini-batch, full data size (plate subsamples)
+
+
+def _pair(family, s1, s2, seed=0):
+    """Two VAEs with identical weights and decoder noise s1 and s2 (σ for normal, b for laplace)."""
+    torch.manual_seed(seed)
+    m1 = VAE(x_dim=D, z_dim=Z, hidden_dims=(16,), likelihood=family, sigma=s1).double()
+    m2 = VAE(x_dim=D, z_dim=Z, hidden_dims=(16,), likelihood=family, sigma=s2).double()
+    # copy the network weights only: the fixed σ/b is a buffer and belongs to each model
+    m2.load_state_dict({k: v for k, v in m1.state_dict().items() if not k.startswith("likelihood.")}, strict=False)
+    return m1, m2
+
+
+def _data(seed=1):
+    return torch.rand(B, D, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def _loss_and_grads(elbo, vae, x, beta=None, seed=3):
+    model, guide = vae.model, vae.guide
+    if beta is not None:
+        model, guide = beta_scale(model, beta=beta), beta_scale(guide, beta=beta)
+    vae.zero_grad()
+    pyro.set_rng_seed(seed)
+    with pyro.settings.context(module_local_params=True):
+        loss = elbo.differentiable_loss(model, guide, x, num_data=N)
+    loss.backward()
+    return loss.detach(), {k: p.grad.clone() for k, p in vae.named_parameters()}
+
+
+@pytest.mark.parametrize("elbo_cls", [Trace_ELBO, TraceMeanField_ELBO], ids=["Trace", "TraceMeanField"])
+@pytest.mark.parametrize(
+    "family,s1,s2", [("normal", 0.3, 0.9), ("normal", 1.0, 0.1), ("laplace", 0.2, 0.5), ("laplace", 1.0, 0.25)]
+)
+def test_sigma_beta_equivalence_values_and_gradients(elbo_cls, family, s1, s2):
+    """L(σ₂) = L(σ₁, β)/β + c with β = σ₂²/σ₁² (normal) or b₂/b₁ (laplace), under a subsampling plate."""
+    m1, m2 = _pair(family, s1, s2)
+    x = _data()
+    beta = equivalent_beta(s1, s2, family)
+    expected_beta = (s2 / s1) ** 2 if family == "normal" else s2 / s1
+    assert beta == pytest.approx(expected_beta)
+
+    loss2, grads2 = _loss_and_grads(elbo_cls(), m2, x)
+    loss1, grads1 = _loss_and_grads(elbo_cls(), m1, x, beta=beta)
+    c = bound_constant(s1, s2, event_dim=D, family=family)
+    # losses are negative bounds; the plate scales every term by N/B, so the constant appears N times
+    assert (-loss2).item() == pytest.approx((-loss1 / beta).item() + N * c, rel=1e-10, abs=1e-8)
+    for name in grads2:
+        torch.testing.assert_close(grads2[name], grads1[name] / beta, rtol=1e-9, atol=1e-10, msg=name)
+
+
+def test_bound_constant_matches_log_normalizers():
+    s1, s2, d = 0.4, 1.3, 7
+    beta = equivalent_beta(s1, s2)
+    direct = -0.5 * d * math.log(2 * math.pi * s2**2) + (0.5 * d * math.log(2 * math.pi * s1**2)) / beta
+    assert bound_constant(s1, s2, d) == pytest.approx(direct)
+    # Laplace log-normalizer is -log(2b) per dimension
+    assert bound_constant(s1, s2, d, family="laplace") == pytest.approx(-d * math.log(2 * s2) + d * math.log(2 * s1) * s1 / s2)
+    # equal noise levels: β = 1 and no constant
+    assert equivalent_beta(0.7, 0.7) == 1.0 and bound_constant(0.7, 0.7, d) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_identity_does_not_hold_for_importance_weighted_bounds():
+    """
+    With K > 1 the β-scaling sits inside the log-sum-exp: log mean_k exp(log p(x|z_k) + β(log p(z_k) - log q(z_k)))
+    divided by β is not the σ₂ bound. Single-sample bounds satisfy the identity exactly (test above); the IWAE
+    bound misses it by far more than float error.
+    """
+    s1, s2 = 0.3, 0.9
+    m1, m2 = _pair("normal", s1, s2)
+    x = _data()
+    beta = equivalent_beta(s1, s2)
+    c = bound_constant(s1, s2, event_dim=D)
+    elbo = RenyiELBO(alpha=0.0, num_particles=8, vectorize_particles=True, max_plate_nesting=1)
+    with pyro.settings.context(module_local_params=True):
+        pyro.set_rng_seed(5)
+        loss2 = elbo.loss(m2.model, m2.guide, x)  # no subsampling here: RenyiELBO mis-scales subsampled plates
+        pyro.set_rng_seed(5)
+        loss1 = elbo.loss(beta_scale(m1.model, beta=beta), beta_scale(m1.guide, beta=beta), x)
+    gap = abs(-loss2 - (-loss1 / beta + B * c))
+    assert gap > 1e-2 * abs(loss2)  # several nats per data point, not rounding
+
+
+def _sgd_trajectory(vae, beta, lr, steps, x, family_seed=11):
+    opt = torch.optim.SGD(vae.parameters(), lr=lr)
+    for t in range(steps):
+        opt.zero_grad()
+        model, guide = vae.model, vae.guide
+        if beta is not None:
+            model, guide = beta_scale(model, beta=beta), beta_scale(guide, beta=beta)
+        pyro.set_rng_seed(family_seed + t)
+        with pyro.settings.context(module_local_params=True):
+            Trace_ELBO().differentiable_loss(model, guide, x, num_data=N).backward()
+        opt.step()
+    return torch.cat([p.detach().flatten() for p in vae.parameters()])
+
+
+def test_sgd_trajectories_coincide_with_lr_over_beta():
+    """SGD(η) on L(σ₂) and SGD(η/β) on L(σ₁, β) take identical steps, since ∇L(σ₂) = ∇L(σ₁, β)/β."""
+    s1, s2 = 0.5, 0.25
+    beta = equivalent_beta(s1, s2)
+    x = _data()
+    m1, m2 = _pair("normal", s1, s2)
+    eta = 1e-4
+    p2 = _sgd_trajectory(m2, None, eta, 6, x)
+    p1 = _sgd_trajectory(m1, beta, eta / beta, 6, x)
+    start = torch.cat([p.detach().flatten() for p in _pair("normal", s1, s2)[0].parameters()])
+    assert (p2 - start).abs().max() > 1e-4  # the parameters really moved
+    torch.testing.assert_close(p1, p2, rtol=1e-9, atol=1e-11)
+    # with the same η instead, the trajectories differ: the factor 1/β matters for SGD
+    m1b, _ = _pair("normal", s1, s2)
+    p1_same_lr = _sgd_trajectory(m1b, beta, eta, 6, x)
+    assert (p1_same_lr - p2).abs().max() > 1e-3 * (p2 - start).abs().max()
+
+
+def test_adam_is_nearly_invariant_to_the_gradient_factor():
+    """Adam normalises the gradient scale away (up to its ε): same η on both bounds gives ≈ the same path."""
+    s1, s2 = 0.5, 0.25
+    beta = equivalent_beta(s1, s2)
+    x = _data()
+    paths = []
+    for vae, b in zip(_pair("normal", s1, s2), (beta, None)):
+        opt = torch.optim.Adam(vae.parameters(), lr=1e-3, eps=1e-12)
+        for t in range(5):
+            opt.zero_grad()
+            model, guide = (vae.model, vae.guide) if b is None else (beta_scale(vae.model, beta=b), beta_scale(vae.guide, beta=b))
+            pyro.set_rng_seed(20 + t)
+            with pyro.settings.context(module_local_params=True):
+                Trace_ELBO().differentiable_loss(model, guide, x, num_data=N).backward()
+            opt.step()
+        paths.append(torch.cat([p.detach().flatten() for p in vae.parameters()]))
+    torch.testing.assert_close(paths[0], paths[1], rtol=1e-6, atol=1e-8)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# handler mechanics
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _toy(x):
+    with pyro.plate("data", 10, subsample_size=5):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        w = pyro.sample("w", dist.Normal(0.0, 1.0))
+        aux = pyro.sample("aux", dist.Normal(0.0, 1.0), infer={"is_auxiliary": True})
+        pyro.sample("x", dist.Normal(z + w + aux, 1.0), obs=x)
+
+
+def _scales(fn):
+    tr = poutine.trace(fn).get_trace(torch.zeros(5))
+    return {name: float(site["scale"]) for name, site in tr.nodes.items() if site["type"] == "sample"}
+
+
+def test_scales_only_latent_sites_and_composes_with_subsampling():
+    plain = _scales(_toy)
+    assert plain["z"] == plain["x"] == 2.0  # plate subsampling scale N/B
+    scaled = _scales(beta_scale(_toy, beta=3.0))
+    assert scaled["z"] == scaled["w"] == 6.0  # multiplicative with the subsample scale
+    assert scaled["x"] == 2.0 and scaled["aux"] == 2.0  # observed and auxiliary sites untouched
+    only_w = _scales(beta_scale(_toy, beta=3.0, sites=["w"]))
+    assert only_w["z"] == 2.0 and only_w["w"] == 6.0
+    nested = _scales(beta_scale(beta_scale(_toy, beta=3.0), beta=0.5))
+    assert nested["z"] == pytest.approx(3.0)
+
+
+def test_context_manager_decorator_and_schedule():
+    with beta_scale(beta=4.0):
+        assert _scales(_toy)["z"] == 8.0
+    decorated = beta_scale(beta=0.25)(_toy)
+    assert _scales(decorated)["z"] == 0.5
+    state = {"beta": 0.1}
+    scheduled = beta_scale(_toy, beta=lambda: state["beta"])
+    assert _scales(scheduled)["z"] == pytest.approx(0.2)
+    state["beta"] = 1.0  # β may change between steps: KL warm-up
+    assert _scales(scheduled)["z"] == pytest.approx(2.0)
+    assert isinstance(beta_scale(beta=1.0), BetaScaleMessenger)
+
+
+def test_scaling_only_the_model_is_not_beta_vae():
+    """Why the handler must wrap model AND guide: model-only scaling leaves log q unscaled."""
+    vae = VAE(x_dim=D, z_dim=Z, hidden_dims=(16,), likelihood="normal", sigma=0.5).double()
+    x = _data()
+    beta = 3.0
+    with pyro.settings.context(module_local_params=True):
+        pyro.set_rng_seed(0)
+        guide_tr = poutine.trace(vae.guide).get_trace(x)
+        model_tr = poutine.trace(poutine.replay(vae.model, trace=guide_tr)).get_trace(x)
+        log_px = model_tr.nodes["x"]["fn"].log_prob(x).sum()
+        log_pz = model_tr.nodes["z"]["fn"].log_prob(model_tr.nodes["z"]["value"]).sum()
+        log_qz = guide_tr.nodes["z"]["fn"].log_prob(guide_tr.nodes["z"]["value"]).sum()
+        pyro.set_rng_seed(0)
+        both = -Trace_ELBO().loss(beta_scale(vae.model, beta=beta), beta_scale(vae.guide, beta=beta), x)
+        pyro.set_rng_seed(0)
+        model_only = -Trace_ELBO().loss(beta_scale(vae.model, beta=beta), vae.guide, x)
+    assert both == pytest.approx((log_px + beta * (log_pz - log_qz)).item(), rel=1e-9)
+    assert model_only == pytest.approx((log_px + beta * log_pz - log_qz).item(), rel=1e-9)
+    assert abs(both - model_only) > 1.0
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf"), torch.ones(2)])
+def test_bad_beta_is_rejected(bad):
+    with pytest.raises(ValueError, match="beta"):
+        beta_scale(_toy, beta=bad)
+
+
+def test_bad_schedule_value_is_rejected_when_read():
+    fn = beta_scale(_toy, beta=lambda: -2.0)
+    with pytest.raises(ValueError, match="beta"):
+        _scales(fn)
+
+
+@pytest.mark.parametrize(
+    "args", [(0.0, 1.0), (1.0, -2.0), (float("nan"), 1.0), (1.0, float("inf"))], ids=["zero", "negative", "nan", "inf"]
+)
+def test_equivalent_beta_rejects_nonpositive_sigma(args):
+    with pytest.raises(ValueError, match="sigma"):
+        equivalent_beta(*args)
+    with pytest.raises(ValueError, match="sigma"):
+        bound_constant(*args, event_dim=3)
+
+
+def test_bad_family_and_event_dim():
+    with pytest.raises(ValueError, match="family"):
+        equivalent_beta(1.0, 2.0, family="cauchy")
+    with pytest.raises(ValueError, match="event_dim"):
+        bound_constant(1.0, 2.0, event_dim=0)
