@@ -546,10 +546,11 @@ def train(cfg, resume=False, progress=True):
             trainer.load_state_dict(ckpt["trainer"])
             history = list(ckpt["history"])
         _atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
-        if ckpt is None:
-            evaluate_elbo(vae, test_data[:1])  # fail early on bad data, before any training
+        if ckpt is None:  # fail early on bad data, before any training
             check_data(train_data, name="training data")
+            check_data(test_data, name="evaluation data")
             vae.likelihood.check_data(train_data if cfg.binarize != "dynamic" else torch.bernoulli(train_data[:1]))
+            vae.likelihood.check_data(test_data)
 
         t_start = time.perf_counter()
         with _Interrupt() as interrupt:
