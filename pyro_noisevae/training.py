@@ -501,12 +501,13 @@ def _make_schedule(cfg, trainer):
     return beta
 
 
-def train(cfg, resume=False, progress=True):
+def train(cfg, resume=False, progress=True, overwrite=False):
     """
     Train the VAE described by ``cfg`` (a :class:`TrainConfig`) and write its run folder ``cfg.out``.
 
     :param bool resume: continue from ``cfg.out/checkpoint.pt`` (the saved config is used; only ``epochs``
         may be raised).
+    :param bool overwrite: start afresh even if ``cfg.out`` holds a previous run (its files are replaced).
     :returns: ``(vae, history)``; ``history`` is the list of metric records also written to ``metrics.jsonl``.
     :raises CheckpointError: when resuming without a readable checkpoint.
     :raises FileExistsError: when ``cfg.out`` already holds a checkpoint and ``resume`` is false.
@@ -521,8 +522,9 @@ def train(cfg, resume=False, progress=True):
         if cfg.device != saved.device:
             saved.device = cfg.device
         cfg = saved
-    elif (out / CHECKPOINT).exists():
-        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    elif (out / CHECKPOINT).exists() and not overwrite:
+        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it, --overwrite to replace it, "
+                              "or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -702,6 +704,7 @@ def _add_train_parser(subparsers):
     g = p.add_argument_group("run folder")
     g.add_argument("-o", "--out", default=d.out, help="run folder (default %(default)s)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    g.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_train_main)
     return p
@@ -715,7 +718,9 @@ def _config_from_args(args):
 def _train_main(args):
     cfg = _config_from_args(args)
     try:
-        train(cfg, resume=args.resume, progress=not args.no_progress)
+        if args.resume and args.overwrite:
+            raise ValueError("--resume and --overwrite exclude each other")
+        train(cfg, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
     except (CheckpointError, FileExistsError, FileNotFoundError, ValueError) as e:
         print(f"pyro-noisevae train: error: {e}", file=sys.stderr)
         return 2
