@@ -19,6 +19,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 
+# the suite is made of small models: one intra-op thread avoids oversubscribing a 2-core CI machine
+torch.set_num_threads(1)
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "init(rng_seed): seed for pyro.set_rng_seed before the test")
     config.addinivalue_line("markers", "disable_validation: run the test with Pyro validation off")
