@@ -21,7 +21,7 @@ from pathlib import Path
 import pyro
 import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .handlers import beta_scale
 from .models import LIKELIHOODS, VAE, check_data
@@ -140,10 +140,28 @@ class TrainConfig:
 
 
 def build_model(cfg, x_dim, image_shape=None):
-    """The :class:`~pyro_noisevae.models.VAE` described by ``cfg`` for data of dimension ``x_dim``."""
+    """
+    The :class:`~pyro_noisevae.models.VAE` described by ``cfg`` for data of dimension ``x_dim``.
+
+    Encoders (``cfg.encoder``): ``mlp`` (:class:`~pyro_noisevae.nn.MLPEncoder`), ``wni``
+    (:class:`~pyro_noisevae.nn.WNIEncoder`, the same MLP with every weight vector's norm bounded by
+    ``cfg.wni_bound``), ``gru`` (:class:`~pyro_noisevae.nn.GRUEncoder` reading the ``image_shape`` rows, with
+    ``hidden_dims[0]`` units).
+    """
+    from .nn import GRUEncoder, WNIEncoder
+
     encoder = None
-    if cfg.encoder != "mlp":
-        raise ValueError(f"encoder must be 'mlp' (other encoders: see pyro_noisevae.nn), got {cfg.encoder!r}")
+    if cfg.encoder == "wni":
+        if cfg.wni_bound is None:
+            raise ValueError("encoder 'wni' needs --wni-bound (the bound H > 0 on every weight vector's norm)")
+        encoder = WNIEncoder(x_dim, cfg.z_dim, cfg.hidden_dims, bound=cfg.wni_bound, activation=cfg.activation)
+    elif cfg.encoder == "gru":
+        if image_shape is None or len(image_shape) != 2 or image_shape[0] * image_shape[1] != x_dim:
+            raise ValueError(f"encoder 'gru' reads image rows and needs image_shape (H, W) with H*W = {x_dim}, "
+                             f"got {image_shape!r}")
+        encoder = GRUEncoder(tuple(image_shape), cfg.z_dim, hidden_size=cfg.hidden_dims[0])
+    elif cfg.encoder != "mlp":
+        raise ValueError(f"encoder must be one of {ENCODERS}, got {cfg.encoder!r}")
     return VAE(
         x_dim=x_dim,
         z_dim=cfg.z_dim,
@@ -155,26 +173,60 @@ def build_model(cfg, x_dim, image_shape=None):
     )
 
 
+#: ``--encoder`` choices
+ENCODERS = ("mlp", "wni", "gru")
+
+
 # EXTENSION POINT: objectives and guides
 def build_programs(vae, cfg, beta=None):
     """
     The ``(model, guide, elbo)`` triple SVI optimises for ``cfg``.
 
-    β-scaling (a constant ``cfg.beta`` or a warm-up schedule passed as the callable ``beta``) wraps model
-    **and** guide with :func:`~pyro_noisevae.handlers.beta_scale`, as the σ↔β equivalence requires.
+    * Objective (``cfg.objective``): ``trace`` (:class:`~pyro.infer.Trace_ELBO`), ``meanfield``
+      (:class:`~pyro.infer.TraceMeanField_ELBO`) or ``iwae`` (:class:`~pyro_noisevae.infer.IWAE_ELBO` with
+      ``cfg.gradient_estimator`` ``standard`` | ``dreg``), each with ``cfg.num_particles`` vectorized particles.
+    * Denoising guide (``cfg.corruption`` ``gaussian`` | ``salt-and-pepper`` at ``cfg.corruption_level``):
+      :meth:`~pyro_noisevae.guides.DenoisingGuide.from_encoder` on the VAE's encoder, with
+      ``cfg.num_corruptions`` corruptions per data point and partial-denoising weight ``cfg.partial_alpha``;
+      the model is wrapped into the matching corruption plate. DVAE = ``trace`` + corruption, DIWAE =
+      ``iwae`` + corruption.
+    * β-scaling (a constant ``cfg.beta`` or a warm-up schedule passed as the callable ``beta``) wraps model
+      **and** guide with :func:`~pyro_noisevae.handlers.beta_scale`, as the σ↔β equivalence requires.
     """
+    from .distributions import make_corruption
+    from .guides import DenoisingGuide
+    from .infer import IWAE_ELBO
+
     beta = cfg.beta if beta is None else beta
     model, guide = vae.model, vae.guide
+    nesting = 1
     if cfg.corruption != "none":
-        raise ValueError(f"corruption {cfg.corruption!r} needs pyro_noisevae.guides (not available)")
+        corruption = make_corruption(cfg.corruption, cfg.corruption_level)
+        guide = DenoisingGuide.from_encoder(
+            vae.encoder, corruption, num_corruptions=cfg.num_corruptions, alpha=cfg.partial_alpha
+        )
+        model = guide.wrap_model(vae.model)
+        nesting = guide.elbo_max_plate_nesting
+    elif cfg.num_corruptions != 1 or cfg.partial_alpha != 1.0:
+        raise ValueError("--num-corruptions and --partial-alpha need a --corruption (gaussian or salt-and-pepper)")
+    if cfg.gradient_estimator != "standard" and cfg.objective != "iwae":
+        raise ValueError(f"--gradient-estimator {cfg.gradient_estimator} is implemented for --objective iwae only")
+    vectorize = cfg.num_particles > 1
     if cfg.objective == "trace":
-        elbo = Trace_ELBO(num_particles=cfg.num_particles, vectorize_particles=cfg.num_particles > 1, max_plate_nesting=1)
+        elbo = Trace_ELBO(num_particles=cfg.num_particles, vectorize_particles=vectorize, max_plate_nesting=nesting)
     elif cfg.objective == "meanfield":
         elbo = TraceMeanField_ELBO(
-            num_particles=cfg.num_particles, vectorize_particles=cfg.num_particles > 1, max_plate_nesting=1
+            num_particles=cfg.num_particles, vectorize_particles=vectorize, max_plate_nesting=nesting
+        )
+    elif cfg.objective == "iwae":
+        elbo = IWAE_ELBO(
+            num_particles=cfg.num_particles,
+            max_plate_nesting=nesting,
+            vectorize_particles=True,
+            gradient_estimator=cfg.gradient_estimator,
         )
     else:
-        raise ValueError(f"objective {cfg.objective!r} needs pyro_noisevae.infer (not available)")
+        raise ValueError(f"objective must be 'trace', 'meanfield' or 'iwae', got {cfg.objective!r}")
     if callable(beta) or beta != 1.0:
         model, guide = beta_scale(model, beta=beta), beta_scale(guide, beta=beta)
     return model, guide, elbo
@@ -667,14 +719,26 @@ def add_model_arguments(parser):
     g.add_argument("--z-dim", type=int, default=d.z_dim)
     g.add_argument("--hidden-dims", type=int, nargs="+", default=list(d.hidden_dims))
     g.add_argument("--activation", default=d.activation, choices=["softplus", "relu", "tanh", "elu"])
-    g.add_argument("--encoder", default=d.encoder, help="encoder architecture (default %(default)s)")
+    g.add_argument("--encoder", default=d.encoder, choices=ENCODERS,
+                   help="encoder: 'mlp', 'wni' (weight-normalized, norms bounded by --wni-bound; AIR) or 'gru' "
+                        "(GRU over image rows, hidden size = first --hidden-dims entry; DVAE paper) "
+                        "(default %(default)s)")
+    g.add_argument("--wni-bound", type=_optional_float, default=d.wni_bound,
+                   help="bound H on every encoder weight vector's norm for --encoder wni")
     g = parser.add_argument_group("objective")
-    g.add_argument("--objective", choices=["trace", "meanfield", "iwae"], default=d.objective)
-    g.add_argument("--num-particles", type=int, default=d.num_particles, help="K latent samples per data point")
-    g.add_argument("--corruption", default=d.corruption, help="encoder-input corruption (denoising guide)")
-    g.add_argument("--corruption-level", type=float, default=d.corruption_level)
+    g.add_argument("--objective", choices=["trace", "meanfield", "iwae"], default=d.objective,
+                   help="trace/meanfield: the ELBO (analytic KL for meanfield); iwae: the importance-weighted bound")
+    g.add_argument("--num-particles", type=int, default=d.num_particles,
+                   help="K latent samples per data point (importance samples for iwae)")
+    g.add_argument("--gradient-estimator", choices=["standard", "dreg"], default=d.gradient_estimator,
+                   help="iwae gradient: standard or doubly reparameterized (default %(default)s)")
+    g.add_argument("--corruption", default=d.corruption, choices=["none", "gaussian", "salt-and-pepper"],
+                   help="corrupt the encoder's input (denoising guide: DVAE with trace, DIWAE with iwae)")
+    g.add_argument("--corruption-level", type=float, default=d.corruption_level,
+                   help="Gaussian sigma, or the salt-and-pepper rate in [0, 1]")
     g.add_argument("--num-corruptions", type=int, default=d.num_corruptions, help="M corruptions per data point")
-    g.add_argument("--partial-alpha", type=float, default=d.partial_alpha)
+    g.add_argument("--partial-alpha", type=float, default=d.partial_alpha,
+                   help="partial denoising: weight of the denoising objective against the clean one (1 = full)")
 
 
 def _add_train_parser(subparsers):
