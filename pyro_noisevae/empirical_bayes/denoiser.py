@@ -1,0 +1,155 @@
+"""Empirical-Bayes least-squares denoiser of an energy, and the denoising objective learned through it."""
+
+import math
+
+import torch
+from tqdm import tqdm
+
+from .energy import Energy, check_points, check_sigma
+
+__all__ = ["bayes_estimator", "denoising_loss", "fit_denoiser"]
+
+
+def _check_energy(energy):
+    if not isinstance(energy, Energy):
+        raise TypeError(
+            f"energy must be a pyro_noisevae.empirical_bayes.Energy (ELBOEnergy, DEEN, GaussianEnergy, ...), "
+            f"got {type(energy).__name__}"
+        )
+
+
+def bayes_estimator(energy, y, sigma, create_graph=False):
+    r"""
+    Empirical-Bayes least-squares estimator (Miyasawa/Tweedie) of :math:`X` from :math:`Y = X + N(0, \sigma^2 I)`:
+
+    .. math::
+
+        \hat x(y) = \mathbb{E}[X \mid Y = y] = y + \sigma^2 \nabla_y \log p(y) = y - \sigma^2 \nabla_y f(y),
+
+    exact when :math:`f` is the true energy :math:`-\log p(y) + c` of the noisy variable.
+
+    :param Energy energy: the energy :math:`f`.
+    :param torch.Tensor y: noisy points, shape ``(B, D)``.
+    :param float sigma: noise level :math:`\sigma > 0` (the one the energy was learned at).
+    :param bool create_graph: keep the graph for double backpropagation (training).
+    :returns: :math:`\hat x(y)`, shape ``(B, D)`` (detached unless ``create_graph``).
+    """
+    _check_energy(energy)
+    sigma = check_sigma(sigma)
+    check_points(y, energy.dim)
+    _, grad = energy.energy_and_grad(y, create_graph=create_graph)
+    x_hat = y - sigma**2 * grad
+    return x_hat if create_graph else x_hat.detach()
+
+
+def denoising_loss(energy, x, sigma, num_noise=1, generator=None):
+    r"""
+    The denoising objective of neural empirical Bayes (DEEN) and unnormalized variational Bayes (UVB):
+
+    .. math::
+
+        \mathcal{L}(\theta) = \mathbb{E}_{x}\,\mathbb{E}_{\varepsilon \sim N(0, I)}
+        \big\lVert x - \hat x_\theta(x + \sigma \varepsilon) \big\rVert^2,
+        \qquad \hat x_\theta(y) = y - \sigma^2 \nabla_y f_\theta(y),
+
+    a Monte Carlo estimate over the batch and ``num_noise`` noise draws per point. Its gradient in
+    :math:`\theta` goes through :math:`\nabla_y f_\theta` (double backpropagation). Minimizing it over
+    all functions makes :math:`\hat x_\theta` the posterior mean, i.e. :math:`f_\theta` the energy of
+    :math:`Y` up to a constant.
+
+    :param Energy energy: energy :math:`f_\theta` (e.g. :class:`~pyro_noisevae.empirical_bayes.ELBOEnergy`
+        for UVB, :class:`~pyro_noisevae.empirical_bayes.DEEN`).
+    :param torch.Tensor x: clean batch, shape ``(B, D)``.
+    :param float sigma: noise level :math:`\sigma > 0`.
+    :param int num_noise: noise draws per clean point.
+    :param torch.Generator generator: optional generator for the noise.
+    :returns: scalar loss (mean over the ``B * num_noise`` noisy points of the squared error summed over D).
+    """
+    _check_energy(energy)
+    sigma = check_sigma(sigma)
+    check_points(x, energy.dim, name="x")
+    if isinstance(num_noise, bool) or not isinstance(num_noise, int) or num_noise < 1:
+        raise ValueError(f"num_noise must be an integer >= 1, got {num_noise!r}")
+    x = x.repeat(num_noise, 1) if num_noise > 1 else x
+    eps = torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator)
+    y = x + sigma * eps
+    x_hat = bayes_estimator(energy, y, sigma, create_graph=True)
+    return (x - x_hat).pow(2).sum(-1).mean()
+
+
+def fit_denoiser(
+    energy,
+    data,
+    sigma,
+    *,
+    epochs=1,
+    batch_size=100,
+    lr=1e-3,
+    num_noise=1,
+    max_steps=None,
+    progress=True,
+    seed=None,
+    device=None,
+    optimizer=None,
+    callback=None,
+):
+    r"""
+    Train an energy by minimizing :func:`denoising_loss` with Adam over mini-batches of ``data``.
+
+    :param Energy energy: the energy to train (its ``parameters()`` are optimized).
+    :param torch.Tensor data: clean data, shape ``(N, D)``.
+    :param float sigma: noise level.
+    :param int epochs: passes over the data.
+    :param int batch_size: mini-batch size.
+    :param float lr: Adam learning rate (ignored when ``optimizer`` is given).
+    :param int num_noise: noise draws per point and step.
+    :param int max_steps: stop after this many optimizer steps in total (optional).
+    :param bool progress: show a tqdm progress bar.
+    :param int seed: seed of the shuffling and noise generator (and of torch's global RNG, which
+        samples the guide's latents), for reproducibility.
+    :param device: device to train on (default: the energy's parameters' device).
+    :param torch.optim.Optimizer optimizer: optional optimizer to use (e.g. one restored from a checkpoint).
+    :param callable callback: optional ``callback(epoch, mean_loss)`` called after every epoch.
+    :returns: list of per-epoch mean losses :math:`\lVert x - \hat x \rVert^2` per point.
+    """
+    _check_energy(energy)
+    sigma = check_sigma(sigma)
+    check_points(data, energy.dim, name="data")
+    params = [p for p in energy.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("energy has no trainable parameters")
+    if device is None:
+        device = params[0].device
+    energy.to(device)
+    opt = optimizer if optimizer is not None else torch.optim.Adam(params, lr=lr)
+    gen = torch.Generator(device="cpu")
+    if seed is not None:
+        gen.manual_seed(int(seed))
+        torch.manual_seed(int(seed))
+    n = data.shape[0]
+    steps_per_epoch = math.ceil(n / batch_size)
+    losses, step = [], 0
+    for epoch in range(epochs):
+        perm = torch.randperm(n, generator=gen)
+        total, count = 0.0, 0
+        bar = tqdm(range(steps_per_epoch), desc=f"denoise epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        for i in bar:
+            idx = perm[i * batch_size : (i + 1) * batch_size]
+            x = data[idx].to(device)
+            noise_gen = None if x.device.type != "cpu" else gen
+            loss = denoising_loss(energy, x, sigma, num_noise=num_noise, generator=noise_gen)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * x.shape[0]
+            count += x.shape[0]
+            step += 1
+            bar.set_postfix(loss=f"{total / count:.3f}")
+            if max_steps is not None and step >= max_steps:
+                break
+        losses.append(total / count)
+        if callback is not None:
+            callback(epoch, losses[-1])
+        if max_steps is not None and step >= max_steps:
+            break
+    return losses

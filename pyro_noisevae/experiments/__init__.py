@@ -1,0 +1,1 @@
+"""Paper reproductions: each experiment is a function writing JSON/Markdown/PNG, with a CLI subcommand."""
