@@ -96,6 +96,7 @@ class TrainConfig:
     log_every: int = 50
     noisy_eval_std: float = 0.5
     out: str = "runs/sigma_vae"
+    distributed: bool = False
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -322,6 +323,8 @@ class Trainer:
 
     def __init__(self, vae, model, guide, elbo, data, *, batch_size=100, lr=1e-3, seed=0, binarize=None, max_steps=None):
         self.vae, self.model, self.guide, self.elbo = vae, model, guide, elbo
+        self.dist = None  # a DistributedContext once enable_distributed() ran
+        self._ddp = None
         self.data = data
         self.batch_size, self.seed, self.binarize, self.max_steps = int(batch_size), int(seed), binarize, max_steps
         params = list(vae.parameters())
@@ -341,20 +344,52 @@ class Trainer:
         steps = math.ceil(self.num_data / self.batch_size)
         return steps if self.max_steps is None else min(steps, int(self.max_steps))
 
+    def enable_distributed(self, ctx):
+        """
+        Data-parallel training over ``ctx.world_size`` processes (see :mod:`pyro_noisevae.distributed`): the
+        objective is wrapped in :class:`~torch.nn.parallel.DistributedDataParallel` (which broadcasts rank 0's
+        parameters) and every step uses this rank's shard of the global mini-batch. Call it after
+        ``model``/``guide``/``elbo`` are set; one objective evaluation first creates any lazily built
+        parameters, so that DDP sees all of them.
+        """
+        from torch.nn.parallel import DistributedDataParallel
+
+        from .distributed import ShardedObjective
+
+        self.dist = ctx
+        objective = ShardedObjective(self.vae, self.model, self.guide, self.elbo, self.num_data)
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            objective(self.data[: max(ctx.world_size, 2)])
+        self._ddp = DistributedDataParallel(objective, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+
     def step(self, x):
-        """One Adam step on a mini-batch ``x (B, D)``; returns the detached loss per data point."""
+        """
+        One Adam step on a mini-batch ``x (B, D)`` (the global batch when distributed: this rank takes its
+        shard); returns the detached loss per data point (of this rank's shard).
+        """
         if self.binarize == "dynamic":
             x = torch.bernoulli(x)
         self.optim.zero_grad(set_to_none=True)
-        loss = self.elbo.differentiable_loss(self.model, self.guide, x, num_data=self.num_data) / self.num_data
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"the loss became {loss.item()} at step {self.global_step}; lower the learning rate or check the "
-                "data and sigma (a very small sigma makes the reconstruction term huge)"
-            )
+        if self._ddp is not None:
+            from .distributed import shard
+
+            world = self.dist.world_size
+            x = shard(x[: (x.shape[0] // world) * world], self.dist.rank, world)
+            loss = self._ddp(x)
+        else:
+            loss = self.elbo.differentiable_loss(self.model, self.guide, x, num_data=self.num_data) / self.num_data
         loss.backward()
         self.optim.step()
         return loss.detach()
+
+    def _stop_requested(self, interrupt):
+        flag = interrupt is not None and interrupt.signum is not None
+        if self._ddp is None:
+            return flag
+        # every rank must leave the loop at the same step, or the next collective would hang
+        t = torch.tensor([float(flag)], device=self.dist.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return bool(t.item())
 
     def run_epoch(self, progress=True, interrupt=None, on_log=None, log_every=50, desc=None):
         """
@@ -376,7 +411,7 @@ class Trainer:
         running_n = 0
         try:
             while self.step_in_epoch < total:
-                if interrupt is not None and interrupt.signum is not None:
+                if self._stop_requested(interrupt):
                     return None
                 i = self.step_in_epoch
                 x = self.data[order[i * self.batch_size : (i + 1) * self.batch_size]]
@@ -388,6 +423,11 @@ class Trainer:
                 bar.update(1)
                 if running_n == log_every or self.step_in_epoch == total:
                     value = running.item()  # host sync only every log_every steps
+                    if not math.isfinite(value):
+                        raise FloatingPointError(
+                            f"the loss became {value} by step {self.global_step}; lower the learning rate or check "
+                            "the data and sigma (a very small sigma makes the reconstruction term huge)"
+                        )
                     self._epoch_loss += value
                     self._epoch_count += running_n
                     bar.set_postfix(loss=f"{value / running_n:.2f}")
@@ -577,10 +617,19 @@ def train(cfg, resume=False, progress=True, overwrite=False):
     elif (out / CHECKPOINT).exists() and not overwrite:
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it, --overwrite to replace it, "
                               "or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was requested but torch sees no CUDA device; use --device cpu")
+    ctx = None
+    if cfg.distributed:
+        from .distributed import init_distributed
+
+        ctx = init_distributed(cfg.device)
+        device = ctx.device
+    main = ctx is None or ctx.is_main  # only rank 0 writes files and prints
+    progress = progress and main
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
 
     train_data, test_data, image_shape = _load_data(cfg)
     train_data, test_data = train_data.to(device), test_data.to(device)
@@ -599,7 +648,12 @@ def train(cfg, resume=False, progress=True, overwrite=False):
         if ckpt is not None:
             trainer.load_state_dict(ckpt["trainer"])
             history = list(ckpt["history"])
-        _atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+        if ctx is not None:
+            trainer.enable_distributed(ctx)
+            # each rank draws its own latent noise (rank 0's RNG state is what a checkpoint holds)
+            torch.manual_seed(cfg.seed + 1_000_003 * ctx.rank + trainer.global_step)
+        if main:
+            _atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
         if ckpt is None:  # fail early on bad data, before any training
             check_data(train_data, name="training data")
             check_data(test_data, name="evaluation data")
@@ -615,11 +669,16 @@ def train(cfg, resume=False, progress=True, overwrite=False):
                                          log_every=cfg.log_every, desc=f"epoch {epoch}/{cfg.epochs}")
                 elapsed = time.perf_counter() - t0
                 if mean is None:
-                    _save_checkpoint(out, cfg, trainer, history, image_shape)
-                    name = signal.Signals(interrupt.signum).name
-                    print(f"\n{name} received: checkpoint saved at step {trainer.global_step} in {out}; "
-                          f"continue with --resume", file=sys.stderr)
-                    raise SystemExit(128 + interrupt.signum)
+                    signum = interrupt.signum or signal.SIGTERM  # another rank may have received it
+                    if main:
+                        _save_checkpoint(out, cfg, trainer, history, image_shape)
+                        print(f"\n{signal.Signals(signum).name} received: checkpoint saved at step "
+                              f"{trainer.global_step} in {out}; continue with --resume", file=sys.stderr)
+                    if ctx is not None:
+                        ctx.close()
+                    raise SystemExit(128 + signum)
+                if not main:
+                    continue
                 metrics = evaluate_elbo(vae, test_data, seed=cfg.seed)
                 record = {
                     "kind": "eval",
@@ -639,6 +698,10 @@ def train(cfg, resume=False, progress=True, overwrite=False):
                     print(f"epoch {epoch}/{cfg.epochs}: train loss {mean:.2f}  test ELBO {metrics['elbo']:.2f} "
                           f"(recon {metrics['recon']:.2f}, KL {metrics['kl']:.2f})  "
                           f"{record['steps_per_sec']:.1f} steps/s", file=sys.stderr)
+        if ctx is not None:
+            ctx.close()
+        if not main:
+            return vae, history
         _write_figures(out, vae, test_data, image_shape, history, cfg)
         if progress:
             print(f"run folder: {out}  ({time.perf_counter() - t_start:.1f}s)", file=sys.stderr)
@@ -764,6 +827,9 @@ def _add_train_parser(subparsers):
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--device", default=d.device, help="cpu or cuda (default %(default)s)")
     g.add_argument("--max-steps", type=int, default=None, help="cap the steps per epoch (quick runs)")
+    g.add_argument("--distributed", action="store_true",
+                   help="data-parallel over torchrun processes (gloo on CPU, nccl on CUDA); --batch-size is the "
+                        "global batch, split across processes")
     g.add_argument("--log-every", type=int, default=d.log_every)
     g = p.add_argument_group("run folder")
     g.add_argument("-o", "--out", default=d.out, help="run folder (default %(default)s)")

@@ -1,0 +1,107 @@
+"""Multi-process data-parallel SVI on ``torch.distributed`` (DDP): gloo on CPU, nccl on GPU.
+
+Launch with torchrun, one process per device (or per CPU worker)::
+
+    torchrun --nproc_per_node 2 -m pyro_noisevae train --distributed --out runs/ddp
+    # multi-node: the same command on every node, plus
+    #   --nnodes 2 --node_rank <0|1> --rdzv_backend c10d --rdzv_endpoint <host of node 0>:29500
+
+Every process holds a full replica of the model. A global mini-batch of ``B`` points is split into
+``world_size`` contiguous shards of ``B / world_size`` rows; each rank computes the negative ELBO per data
+point of its shard and :class:`~torch.nn.parallel.DistributedDataParallel` averages the gradients, so a step
+equals the single-process step on the concatenated batch (with each shard's latent noise drawn by its own
+rank: every rank seeds Pyro with ``seed + rank``).
+"""
+
+import os
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+__all__ = ["DistributedContext", "ShardedObjective", "init_distributed", "shard"]
+
+
+class DistributedContext:
+    """Rank, world size and device of this process (``rank=0, world_size=1`` when not distributed)."""
+
+    def __init__(self, rank=0, world_size=1, local_rank=0, device=None, initialized_here=False):
+        self.rank, self.world_size, self.local_rank = int(rank), int(world_size), int(local_rank)
+        self.device = torch.device("cpu") if device is None else torch.device(device)
+        self.initialized_here = initialized_here
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+    @property
+    def enabled(self):
+        return self.world_size > 1
+
+    def barrier(self):
+        if self.enabled:
+            dist.barrier()
+
+    def close(self):
+        """Destroy the process group if :func:`init_distributed` created it."""
+        if self.initialized_here and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def init_distributed(device="cpu", backend=None):
+    """
+    Join the process group described by torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+    ``MASTER_ADDR``, ``MASTER_PORT``). Backend: ``nccl`` for CUDA, ``gloo`` otherwise. On CUDA each process
+    takes the GPU ``cuda:LOCAL_RANK``.
+
+    :returns: :class:`DistributedContext`.
+    :raises RuntimeError: when the torchrun variables are missing.
+    """
+    missing = [v for v in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
+    if missing and not dist.is_initialized():
+        raise RuntimeError(
+            f"--distributed needs the process-group variables {missing}; launch with "
+            "`torchrun --nproc_per_node N -m pyro_noisevae train --distributed ...`"
+        )
+    device = torch.device(device)
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    created = False
+    if not dist.is_initialized():
+        dist.init_process_group(backend or ("nccl" if device.type == "cuda" else "gloo"))
+        created = True
+    return DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank, device, created)
+
+
+def shard(batch, rank, world_size):
+    """
+    Rows ``[rank·B/W, (rank+1)·B/W)`` of a global batch of ``B`` rows (``B`` must be divisible by ``W``).
+
+    :param torch.Tensor batch: ``(B, ...)``.
+    :returns: ``(B / W, ...)``.
+    """
+    b = batch.shape[0]
+    if b % world_size:
+        raise ValueError(f"the global batch ({b} rows) must be divisible by the number of processes ({world_size})")
+    per = b // world_size
+    return batch[rank * per : (rank + 1) * per]
+
+
+class ShardedObjective(nn.Module):
+    """
+    ``forward(x) = elbo.differentiable_loss(model, guide, x, num_data=N) / N``, the negative bound per data
+    point of a shard, as an ``nn.Module`` that holds the model's parameters, so that
+    :class:`~torch.nn.parallel.DistributedDataParallel` can wrap it.
+    """
+
+    def __init__(self, vae, model, guide, elbo, num_data):
+        super().__init__()
+        self.vae = vae
+        if isinstance(guide, nn.Module) and guide is not vae:
+            self.guide_module = guide
+        self.model, self.guide, self.elbo, self.num_data = model, guide, elbo, int(num_data)
+
+    def forward(self, x):
+        return self.elbo.differentiable_loss(self.model, self.guide, x, num_data=self.num_data) / self.num_data
