@@ -1,6 +1,9 @@
 """Neural network building blocks: encoders and decoders."""
 
+from .gru import GRUEncoder
 from .mlp import MLP, MLPDecoder, MLPEncoder
+from .weight_norm import BoundedWeightNormLinear, WNIEncoder
 
 __all__ = ["MLP", "MLPDecoder", "MLPEncoder"]
+__all__ += ["BoundedWeightNormLinear", "GRUEncoder", "WNIEncoder"]
 __all__[:] = sorted(set(__all__))

@@ -1,0 +1,6 @@
+"""Inference objectives: the importance-weighted bound with standard and doubly-reparameterized gradients."""
+
+from .iwae_elbo import IWAE_ELBO
+
+__all__ = ["IWAE_ELBO"]
+__all__[:] = sorted(set(__all__))

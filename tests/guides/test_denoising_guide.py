@@ -1,0 +1,360 @@
+"""DenoisingGuide: exact answers on a linear-Gaussian model (AIR), plate/scale wiring, every ELBO, errors."""
+
+import functools
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.distributions import constraints
+from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
+from pyro.optim import Adam
+from pyro.poutine.util import prune_subsample_sites
+from torch import nn
+from torch.distributions.utils import broadcast_all
+
+from pyro_noisevae.distributions import Corruption, GaussianCorruption, SaltAndPepper, make_corruption
+from pyro_noisevae.guides import DenoisingGuide
+from pyro_noisevae.infer import IWAE_ELBO
+from pyro_noisevae.models import VAE
+
+F64 = dict(dtype=torch.float64)
+K_LAT, D, S, N = 2, 4, 0.7, 40
+
+
+# ---------------------------------------------------------------------------------------------------
+# linear-Gaussian model with a fixed decoder and a linear encoder q(z | x~) = N(A x~ + c, diag exp(2 ls))
+
+
+class Problem:
+    r"""
+    Closed forms (sums over the N data points) for a linear encoder :math:`m = A\tilde x + c`, variances
+    :math:`v`, and Gaussian corruption :math:`\tilde x = x + \sigma\varepsilon`. Since the ELBO depends on
+    the mean as :math:`-\tfrac12 (m - \mu)^\top \Lambda (m - \mu) + \text{const}`,
+
+    .. math::
+
+        J_\sigma(A, c, v) = \sum_n \mathrm{ELBO}(A x_n + c, v; x_n) - \tfrac{N\sigma^2}{2}\operatorname{tr}(A^\top\Lambda A),
+
+    a concave quadratic in :math:`(A, c)` maximized by the ridge regression
+    :math:`A_\sigma = P C (C + \sigma^2 I)^{-1}`, :math:`c_\sigma = P(\bar x - b) - A_\sigma \bar x`
+    (:math:`C` the data covariance), with :math:`v^* = 1 / \mathrm{diag}\,\Lambda` for every σ. At σ = 0
+    this is the exact posterior mean map :math:`A_0 = P`, :math:`c_0 = -Pb`.
+    """
+
+    def __init__(self, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.W = torch.randn(D, K_LAT, generator=g, **F64)
+        self.b = torch.randn(D, generator=g, **F64)
+        z = torch.randn(N, K_LAT, generator=g, **F64)
+        self.x = z @ self.W.T + self.b + S * torch.randn(N, D, generator=g, **F64)
+        self.Lam = torch.eye(K_LAT, **F64) + self.W.T @ self.W / S**2
+        self.Sig = torch.linalg.inv(self.Lam)
+        self.P = self.Sig @ self.W.T / S**2
+        xbar = self.x.mean(0)
+        self.xbar, self.C = xbar, (self.x - xbar).T @ (self.x - xbar) / N
+        self.ls_star = -0.5 * torch.diagonal(self.Lam).log()
+
+    def model(self, x, num_data=None):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(K_LAT), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z @ self.W.T + self.b, S).to_event(1), obs=x)
+
+    def optimum(self, sigma):
+        A = self.P @ self.C @ torch.linalg.inv(self.C + sigma**2 * torch.eye(D, **F64))
+        return A, self.P @ (self.xbar - self.b) - A @ self.xbar
+
+    def objective(self, sigma, A, c):
+        m = self.x @ A.T + c
+        v = (2 * self.ls_star).exp()
+        fit = ((self.x - m @ self.W.T - self.b) ** 2).sum(-1) + (v * (self.W**2).sum(0)).sum()
+        elbo = (
+            -0.5 * D * math.log(2 * math.pi * S**2)
+            - fit / (2 * S**2)
+            - 0.5 * K_LAT * math.log(2 * math.pi)
+            - 0.5 * ((m**2).sum(-1) + v.sum())
+            + 0.5 * torch.log(2 * math.pi * math.e * v).sum()
+        )
+        return elbo.sum().item() - 0.5 * N * sigma**2 * torch.trace(A.T @ self.Lam @ A).item()
+
+    def log_px(self):
+        return dist.MultivariateNormal(self.b, self.W @ self.W.T + S**2 * torch.eye(D, **F64)).log_prob(self.x).sum()
+
+
+class LinearEncoder(nn.Module):
+    def __init__(self, A, c, ls):
+        super().__init__()
+        self.A, self.c, self.ls = nn.Parameter(A.clone()), nn.Parameter(c.clone()), nn.Parameter(ls.clone())
+
+    def forward(self, x):
+        loc = x @ self.A.T + self.c
+        return loc, self.ls.exp().expand(loc.shape)
+
+
+@pytest.fixture
+def prob():
+    return Problem()
+
+
+def _estimates(prob, sigma, A, c, reps=30, alpha=1.0, M=10, K=5):
+    """Monte Carlo value and gradient of the denoising objective J (Trace_ELBO + DenoisingGuide)."""
+    enc = LinearEncoder(A, c, prob.ls_star)
+    guide = DenoisingGuide.from_encoder(enc, make_corruption("gaussian", sigma), num_corruptions=M, alpha=alpha)
+    model = guide.wrap_model(prob.model)
+    elbo = Trace_ELBO(num_particles=K, vectorize_particles=True, max_plate_nesting=guide.elbo_max_plate_nesting)
+    values, grads = [], []
+    for _ in range(reps):
+        loss = elbo.differentiable_loss(model, guide, prob.x)
+        g = torch.autograd.grad(loss, [enc.A, enc.c, enc.ls])
+        values.append(-loss.item())
+        grads.append(torch.cat([t.flatten() for t in g]))
+    v, g = torch.tensor(values, **F64), torch.stack(grads)
+    return (v.mean().item(), v.std().item() / math.sqrt(reps)), (g.mean(0), g.std(0) / math.sqrt(reps))
+
+
+# ---------------------------------------------------------------------------------------------------
+# AIR: the best denoising objective is below the best clean one, and approaches it as sigma -> 0
+
+
+def test_denoising_objective_matches_its_closed_form(prob):
+    """The library's DVAE estimate equals J_sigma (value and A-gradient) at the clean optimum."""
+    sigma = 0.5
+    A0, c0 = prob.optimum(0.0)
+    (value, se), (grad, gse) = _estimates(prob, sigma, A0, c0)
+    assert abs(value - prob.objective(sigma, A0, c0)) < 4 * se
+    # d(-J_sigma)/dA at (P, -Pb) is N sigma^2 Lambda P; d/dc and d/dls vanish there
+    expected = torch.cat([(N * sigma**2 * prob.Lam @ A0).flatten(), torch.zeros(2 * K_LAT, **F64)])
+    assert ((grad - expected).abs() < 4 * gse + 1e-9).all(), (grad, expected)
+    assert (expected[: K_LAT * D].abs() > 4 * gse[: K_LAT * D]).any()
+
+
+@pytest.mark.parametrize("sigma", [1.0, 0.5])
+def test_best_denoising_objective_is_below_best_clean_objective(prob, sigma):
+    """
+    (A_sigma, c_sigma, ls*) is a stationary point of the library's denoising objective (every gradient
+    coordinate within 4 SE of 0), hence its global maximum (J_sigma is concave in the encoder), and the
+    estimated maximum lies below the clean maximum J_0(P, -Pb) by more than 4 SE.
+    """
+    A, c = prob.optimum(sigma)
+    (value, se), (grad, gse) = _estimates(prob, sigma, A, c)
+    assert (grad.abs() < 4 * gse + 1e-9).all(), grad / gse
+    best_clean = prob.objective(0.0, *prob.optimum(0.0))
+    assert abs(value - prob.objective(sigma, A, c)) < 4 * se
+    assert value + 4 * se < best_clean
+    assert best_clean <= prob.log_px().item() + 1e-9
+
+
+def test_denoising_gap_vanishes_as_corruption_goes_to_zero(prob):
+    best_clean = prob.objective(0.0, *prob.optimum(0.0))
+    gaps = [best_clean - prob.objective(s, *prob.optimum(s)) for s in (1.0, 0.3, 0.1, 0.03)]
+    assert all(g > 0 for g in gaps) and all(a > b for a, b in zip(gaps, gaps[1:]))
+    assert gaps[-1] < 1e-2 * gaps[0]  # O(sigma^2): (0.03 / 1)^2 ~ 1e-3
+    # at small sigma the library's estimate at the denoising optimum matches J_sigma there, and lies within
+    # 1% of the sigma = 1 gap (plus 4 SE) of the clean optimum
+    A, c = prob.optimum(0.03)
+    (value, se), _ = _estimates(prob, 0.03, A, c, reps=10)
+    assert abs(value - prob.objective(0.03, A, c)) < 4 * se
+    assert best_clean - value < 1e-2 * gaps[0] + 4 * se
+
+
+def test_partial_denoising_is_the_convex_combination(prob):
+    """alpha * J_sigma + (1 - alpha) * J_0 at a fixed encoder (AIR eq. 16)."""
+    sigma, alpha = 1.0, 0.4
+    A, c = prob.optimum(0.0)
+    (value, se), _ = _estimates(prob, sigma, A, c, alpha=alpha)
+    expected = alpha * prob.objective(sigma, A, c) + (1 - alpha) * prob.objective(0.0, A, c)
+    assert abs(value - expected) < 4 * se
+    assert abs(prob.objective(sigma, A, c) - expected) > 4 * se  # distinguishable from full denoising
+
+
+def test_diwae_lies_between_dvae_and_log_evidence(prob):
+    A, c = prob.optimum(0.0)
+    enc = LinearEncoder(A + 0.2, c, prob.ls_star)
+    guide = DenoisingGuide.from_encoder(enc, make_corruption("gaussian", 0.5), num_corruptions=4)
+    model = guide.wrap_model(prob.model)
+    stats = {}
+    for name, elbo in (("dvae", Trace_ELBO(num_particles=8, vectorize_particles=True)), ("diwae", IWAE_ELBO(8))):
+        v = torch.tensor([-elbo.loss(model, guide, prob.x) for _ in range(20)], **F64)
+        stats[name] = v.mean().item(), v.std().item() / math.sqrt(20)
+    (mv, sv), (mi, si) = stats["dvae"], stats["diwae"]
+    assert mi - mv > 4 * math.hypot(sv, si)
+    assert mi < prob.log_px().item() + 4 * si
+    # with one particle DIWAE is DVAE exactly (same draws)
+    for elbo in (Trace_ELBO(), IWAE_ELBO(1)):
+        pyro.set_rng_seed(3)
+        stats[type(elbo).__name__] = elbo.loss(model, guide, prob.x)
+    assert stats["IWAE_ELBO"] == pytest.approx(stats["Trace_ELBO"], rel=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------------
+# wiring: no corruption site, plate and scale, exact values for every ELBO
+
+
+class ExactPosterior(nn.Module):
+    """Encoder returning the exact posterior N(P(x - b), Lambda^-1) as a distribution."""
+
+    def __init__(self, prob):
+        super().__init__()
+        self.prob = prob
+
+    def forward(self, x):
+        return dist.MultivariateNormal((x - self.prob.b) @ self.prob.P.T, self.prob.Sig)
+
+
+@pytest.mark.parametrize("elbo_factory", [Trace_ELBO, TraceMeanField_ELBO, lambda: IWAE_ELBO(5), lambda: IWAE_ELBO(5, gradient_estimator="dreg")])
+@pytest.mark.parametrize("M", [1, 3])
+def test_uncorrupted_exact_encoder_gives_log_evidence_for_every_elbo(prob, elbo_factory, M):
+    """With corruption=None the M copies are averaged (scale 1/M): the bound is log p(x) exactly."""
+    guide = DenoisingGuide.from_encoder(ExactPosterior(prob), None, num_corruptions=M)
+    loss = elbo_factory().loss(guide.wrap_model(prob.model), guide, prob.x)
+    assert -loss == pytest.approx(prob.log_px().item(), rel=1e-10)
+
+
+def test_corruption_is_not_a_sample_site_and_plate_scales(prob):
+    guide = DenoisingGuide.from_encoder(
+        LinearEncoder(*prob.optimum(0.0), prob.ls_star), make_corruption("gaussian", 0.3), num_corruptions=3
+    )
+    tr = pyro.poutine.trace(guide).get_trace(prob.x[:5], num_data=20)
+    sites = prune_subsample_sites(tr)
+    names = [n for n, s in sites.nodes.items() if s["type"] == "sample"]
+    assert names == ["z"]
+    z = sites.nodes["z"]
+    assert z["fn"].batch_shape == (3, 5) and z["value"].shape == (3, 5, K_LAT)
+    assert z["scale"] == pytest.approx(20 / 5 / 3)
+    assert {(f.name, f.dim) for f in z["cond_indep_stack"]} == {("data", -1), ("corruptions", -2)}
+    assert guide.plate_dim == -2 and guide.elbo_max_plate_nesting == 2
+    # M = 1: no plate, the wrapped model's trace is the model's
+    wrapped = DenoisingGuide(prob.model, None).wrap_model(prob.model)
+    mt = prune_subsample_sites(pyro.poutine.trace(wrapped).get_trace(prob.x))
+    assert mt.nodes["z"]["fn"].batch_shape == (N,) and mt.nodes["x"]["scale"] == 1.0
+
+
+def test_corrupt_draws_and_partial_mixture():
+    x = torch.rand(2000, 6, **F64)
+    g = DenoisingGuide(lambda x: None, make_corruption("gaussian", 0.2), num_corruptions=2)
+    noisy = g.corrupt(x)
+    assert noisy.shape == (2, 2000, 6) and not noisy.requires_grad
+    diff = noisy - x
+    n = diff.numel()
+    assert abs(diff.mean().item()) < 5 * 0.2 / math.sqrt(n)
+    assert abs(diff.var().item() - 0.04) < 5 * 0.04 * math.sqrt(2 / n)
+    alpha = 0.3
+    g = DenoisingGuide(lambda x: None, make_corruption("salt-and-pepper", 0.5), alpha=alpha)
+    noisy = g.corrupt((x > 0.5).double())
+    clean_rows = (noisy == (x > 0.5).double()).all(-1).double()
+    # a corrupted row equals the clean one with probability (1 - 0.25)^6 (each pixel flips w.p. 0.25)
+    p_clean = (1 - alpha) + alpha * 0.75**6
+    assert abs(clean_rows.mean().item() - p_clean) < 5 * math.sqrt(p_clean * (1 - p_clean) / 2000)
+    assert torch.equal(DenoisingGuide(lambda x: None, make_corruption("gaussian", 0.2), alpha=0.0).corrupt(x), x)
+
+
+class Masking(Corruption):
+    """A user-defined corruption (the example of the Corruption docstring): zero each pixel w.p. rate."""
+
+    arg_constraints = {"clean": constraints.real, "rate": constraints.unit_interval}
+    support = constraints.real
+
+    def __init__(self, clean, rate, *, validate_args=None):
+        self.clean, self.rate = broadcast_all(clean, rate)
+        super().__init__(self.clean.shape, validate_args=validate_args)
+
+    def sample(self, sample_shape=torch.Size()):
+        shape = self._extended_shape(sample_shape)
+        with torch.no_grad():
+            keep = torch.rand(shape, dtype=self.clean.dtype, device=self.clean.device) >= self.rate
+            return torch.where(keep, self.clean.expand(shape), torch.zeros_like(self.clean).expand(shape))
+
+
+def test_user_defined_corruption_plugs_in():
+    x = torch.ones(500, 8)
+    g = DenoisingGuide(lambda x: None, functools.partial(Masking, rate=0.25), num_corruptions=4)
+    noisy = g.corrupt(x)
+    assert noisy.shape == (4, 500, 8) and set(noisy.unique().tolist()) == {0.0, 1.0}
+    assert abs((noisy == 0).double().mean().item() - 0.25) < 5 * math.sqrt(0.25 * 0.75 / noisy.numel())
+
+
+# ---------------------------------------------------------------------------------------------------
+# the VAE: DVAE / DIWAE with every ELBO, SVI and ELBOModule
+
+
+def _vae():
+    return VAE(x_dim=12, z_dim=3, hidden_dims=(16,))
+
+
+@pytest.mark.parametrize("M,alpha", [(1, 1.0), (3, 0.5)])
+@pytest.mark.parametrize(
+    "elbo_factory",
+    [Trace_ELBO, TraceMeanField_ELBO, lambda: IWAE_ELBO(4), lambda: IWAE_ELBO(4, gradient_estimator="dreg")],
+    ids=["trace", "meanfield", "iwae", "iwae-dreg"],
+)
+def test_vae_denoising_training_step_with_every_elbo(elbo_factory, M, alpha):
+    vae = _vae()
+    x = (torch.rand(10, 12) > 0.5).float()
+    guide = DenoisingGuide.from_encoder(vae.encoder, make_corruption("salt-and-pepper", 0.1), num_corruptions=M, alpha=alpha)
+    module = elbo_factory()(guide.wrap_model(vae.model), guide)
+    names = {n for n, _ in module.named_parameters()}
+    assert any("encoder" in n for n in names) and any("decoder" in n for n in names)
+    loss = module(x, num_data=100)
+    loss.backward()
+    assert torch.isfinite(loss)
+    for p in vae.parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all()
+
+
+def test_wrapping_the_vae_guide_directly_with_svi():
+    vae = _vae()
+    x = (torch.rand(10, 12) > 0.5).float()
+    guide = DenoisingGuide(vae.guide, functools.partial(SaltAndPepper, rate=0.2))
+    svi = SVI(vae.model, guide, Adam({"lr": 1e-2}), IWAE_ELBO(num_particles=3))
+    assert math.isfinite(svi.step(x))
+    before = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
+    svi.step(x)
+    changed = [k for k, v in pyro.get_param_store().items() if not torch.equal(before[k], v.detach())]
+    assert any(k.startswith("encoder") for k in changed) and any(k.startswith("decoder") for k in changed)
+
+
+def test_plain_encoder_module_is_registered_with_the_param_store():
+    guide = DenoisingGuide.from_encoder(_SplitEncoder(), make_corruption("gaussian", 0.1))
+    tr = pyro.poutine.trace(guide).get_trace(torch.rand(5, 12))
+    assert tr.nodes["z"]["value"].shape == (5, 3)
+    assert {"z_encoder$$$lin.weight", "z_encoder$$$lin.bias"} <= set(pyro.get_param_store().keys())
+    assert "encoder" in dict(guide.named_modules())  # and visible to ELBOModule / torch optimizers
+
+
+class _SplitEncoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(12, 6)
+
+    def forward(self, x):
+        loc, raw = self.lin(x).split(3, -1)
+        return loc, nn.functional.softplus(raw) + 1e-3
+
+
+# ---------------------------------------------------------------------------------------------------
+# errors
+
+
+def test_invalid_arguments_raise():
+    g = lambda x: None  # noqa: E731
+    corr = make_corruption("gaussian", 0.1)
+    with pytest.raises(ValueError, match="num_corruptions"):
+        DenoisingGuide(g, corr, num_corruptions=0)
+    with pytest.raises(ValueError, match="alpha"):
+        DenoisingGuide(g, corr, alpha=1.5)
+    with pytest.raises(TypeError, match="factory"):
+        DenoisingGuide(g, GaussianCorruption(torch.zeros(3), 0.1))
+    with pytest.raises(TypeError, match="callable"):
+        DenoisingGuide("guide", corr)
+    with pytest.raises(ValueError, match="max_plate_nesting"):
+        DenoisingGuide(g, corr, max_plate_nesting=-1)
+    bad = DenoisingGuide(g, lambda x: GaussianCorruption(x[0], 0.1))  # wrong sample shape
+    with pytest.raises(ValueError, match="sample has shape"):
+        bad.corrupt(torch.zeros(4, 3))
+    with pytest.raises(ValueError, match="batch dims"):
+        DenoisingGuide(g, corr).corrupt(torch.zeros(2, 4, 3))
+    with pytest.raises(TypeError, match="keyword input 'data'"):
+        DenoisingGuide(g, corr, input_arg="data")(torch.zeros(4, 3))
+    with pytest.raises(TypeError, match="positional"):
+        DenoisingGuide(g, corr, input_arg=1)(torch.zeros(4, 3))
