@@ -9,6 +9,7 @@ __all__ = ["COMMAND_MODULES", "main"]
 #: modules that each define ``register(subparsers)`` adding their subcommands
 COMMAND_MODULES = [
     "pyro_noisevae.training",
+    "pyro_noisevae.experiments.empirical_bayes",
 ]
 
 
