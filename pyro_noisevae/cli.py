@@ -10,6 +10,7 @@ __all__ = ["COMMAND_MODULES", "main"]
 COMMAND_MODULES = [
     "pyro_noisevae.training",
     "pyro_noisevae.experiments.empirical_bayes",
+    "pyro_noisevae.experiments.sigma_vae",
 ]
 
 

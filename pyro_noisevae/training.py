@@ -726,10 +726,7 @@ def load_run(out, map_location="cpu"):
 
 @torch.no_grad()
 def _write_figures(out, vae, test_data, image_shape, history, cfg, n=16):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend (e.g. inline) alone
     from torchvision.utils import make_grid, save_image
 
     h, w = image_shape
@@ -744,7 +741,8 @@ def _write_figures(out, vae, test_data, image_shape, history, cfg, n=16):
 
     train_pts = [(r["step"], r["loss"]) for r in history if r["kind"] == "train"]
     eval_pts = [(r["step"], -r["test_elbo"]) for r in history if r["kind"] == "eval"]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     if train_pts:
         ax.plot(*zip(*train_pts), label="train: −ELBO / point", lw=1)
     if eval_pts:
@@ -755,7 +753,6 @@ def _write_figures(out, vae, test_data, image_shape, history, cfg, n=16):
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "loss_curves.png", dpi=100)
-    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------------------------------------
