@@ -11,6 +11,7 @@ COMMAND_MODULES = [
     "pyro_noisevae.training",
     "pyro_noisevae.experiments.empirical_bayes",
     "pyro_noisevae.experiments.sigma_vae",
+    "pyro_noisevae.experiments.evaluation_tables",
 ]
 
 

@@ -1,0 +1,586 @@
+"""Per-data-point importance-sampled log-likelihood (IWAE-k) of any Pyro model/guide pair with a data plate."""
+
+import math
+import numbers
+from dataclasses import dataclass
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.distributions.util import scale_and_mask
+from pyro.infer.util import is_validation_enabled
+from pyro.poutine.util import prune_subsample_sites
+from pyro.util import check_model_guide_match, check_site_shape, get_rng_state, set_rng_state
+from tqdm.auto import tqdm
+
+__all__ = ["ImportanceEstimate", "importance_estimate", "iwae_bound", "log_likelihood", "summarize"]
+
+#: name of the outer plate that vectorizes the importance samples (private: no user plate may share it)
+PARTICLE_PLATE = "_evaluation_particles"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# input validation
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _check_positive_int(value, name, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        extra = " or None" if allow_none else ""
+        raise ValueError(f"{name} must be an integer >= 1{extra}, got {value!r}")
+    return int(value)
+
+
+def _check_nesting(value):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(
+            f"max_plate_nesting must be None (inferred) or an integer >= 1 (the data plate counts as one), got {value!r}"
+        )
+    return int(value)
+
+
+def _check_programs(model, guide):
+    if not callable(model):
+        raise TypeError(f"model must be a callable Pyro program, got {type(model).__name__}")
+    if not callable(guide):
+        raise TypeError(f"guide must be a callable Pyro program, got {type(guide).__name__}")
+
+
+def _data_keys(data_arg):
+    keys = data_arg if isinstance(data_arg, (tuple, list)) else (data_arg,)
+    if not keys:
+        raise ValueError("data_arg must name at least one argument")
+    for key in keys:
+        if isinstance(key, bool) or not isinstance(key, (int, str)):
+            raise TypeError(f"data_arg must be a position (int), a keyword (str) or a tuple of them, got {key!r}")
+    return tuple(keys)
+
+
+def _get(args, kwargs, key):
+    if isinstance(key, str):
+        if key not in kwargs:
+            raise TypeError(f"data_arg={key!r}: the keyword argument {key!r} was not passed")
+        return kwargs[key]
+    if not -len(args) <= key < len(args):
+        raise TypeError(
+            f"data_arg={key}: only {len(args)} positional argument(s) were passed; pass the data positionally "
+            "(e.g. log_likelihood(model, guide, x)) or name its keyword with data_arg='x'"
+        )
+    return args[key]
+
+
+def _check_data(args, kwargs, data_arg):
+    """Validate the data tensors named by ``data_arg``; returns ``(keys, num_data)``."""
+    keys = _data_keys(data_arg)
+    num = None
+    for key in keys:
+        x = _get(args, kwargs, key)
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(
+                f"the data argument {key!r} must be a torch.Tensor whose first dim indexes data points, "
+                f"got {type(x).__name__}"
+            )
+        if x.dim() < 1 or x.shape[0] < 1:
+            raise ValueError(f"the data argument {key!r} must have at least one data point along dim 0, got shape {tuple(x.shape)}")
+        if x.is_floating_point() and not torch.isfinite(x).all():
+            raise ValueError(f"the data argument {key!r} contains NaN or infinite values; clean or impute them first")
+        if num is not None and x.shape[0] != num:
+            raise ValueError(f"the data arguments {keys} have different numbers of rows ({num} vs {x.shape[0]})")
+        num = x.shape[0]
+    return keys, num
+
+
+def _slice_args(args, kwargs, keys, index):
+    """Copies of ``args``/``kwargs`` with the data tensors named by ``keys`` restricted to rows ``index``."""
+    args, kwargs = list(args), dict(kwargs)
+    for key in keys:
+        if isinstance(key, str):
+            kwargs[key] = kwargs[key][index]
+        else:
+            args[key] = args[key][index]
+    return tuple(args), kwargs
+
+
+def _data_chunks(args, kwargs, data_arg, batch_size):
+    """Yield ``(slice, args, kwargs)`` for consecutive chunks of at most ``batch_size`` data points."""
+    keys, num = _check_data(args, kwargs, data_arg)
+    size = num if batch_size is None else batch_size
+    for start in range(0, num, size):
+        rows = slice(start, min(start + size, num))
+        yield (rows,) + _slice_args(args, kwargs, keys, rows)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# per-data-point log weights
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _vectorize(fn, num_particles, dim):
+    def vectorized(*args, **kwargs):
+        with pyro.plate(PARTICLE_PLATE, num_particles, dim=dim):
+            return fn(*args, **kwargs)
+
+    return vectorized
+
+
+def _sample_sites(trace):
+    return [(name, site) for name, site in trace.nodes.items() if site["type"] == "sample"]
+
+
+def _plates(site):
+    return {f for f in site["cond_indep_stack"] if f.vectorized and f.name != PARTICLE_PLATE}
+
+
+def _data_frame(model_trace, guide_trace, data_plate):
+    """The plate frame indexing data points: named ``data_plate``, or the one plate common to every site."""
+    sites = _sample_sites(model_trace) + _sample_sites(guide_trace)
+    if not sites:
+        raise ValueError("model and guide have no sample sites: there is nothing to evaluate")
+    if data_plate is not None:
+        frames = {f for _, s in sites for f in _plates(s) if f.name == data_plate}
+        if not frames:
+            names = sorted({f.name for _, s in sites for f in _plates(s)})
+            raise ValueError(f"no plate named {data_plate!r} in model or guide (plates found: {names})")
+        frame = frames.pop()
+        outside = sorted({n for n, s in sites if frame not in _plates(s)})
+        if outside:
+            raise ValueError(
+                f"sites {outside} are outside the data plate {data_plate!r}. A per-data-point log-likelihood needs "
+                "every latent and observed site inside the data plate: global latents couple the data points, so "
+                "log p(x) does not split into per-point terms (condition on global latents, e.g. with "
+                "pyro.condition, to evaluate the conditional model)."
+            )
+        return frame
+    common = set.intersection(*(_plates(s) for _, s in sites))
+    if len(common) == 1:
+        return common.pop()
+    if not common:
+        outside = sorted({n for n, s in sites if not _plates(s)})
+        raise ValueError(
+            "no plate is common to every sample site of model and guide"
+            + (f" (sites {outside} are in no plate)" if outside else "")
+            + ". A per-data-point log-likelihood needs every latent and observed site inside the data plate "
+            "(pyro.plate over data points); global latents couple the data points."
+        )
+    names = sorted(f.name for f in common)
+    raise ValueError(f"several plates {names} are common to every site; say which indexes data points with data_plate=")
+
+
+def _as_particle_by_data(log_prob, name, ndim, particle_dim, data_dim, num_particles, num_data):
+    """Sum a site's log-density over every batch dim except the particle and data dims: ``(P, B)``."""
+    if not isinstance(log_prob, torch.Tensor):
+        raise TypeError(f"site {name!r}: log_prob returned {type(log_prob).__name__}, expected a tensor")
+    if log_prob.dim() > ndim:
+        raise ValueError(
+            f"site {name!r} has batch shape {tuple(log_prob.shape)}, more dims than max_plate_nesting + 1 = {ndim}; "
+            "declare its batch dims with pyro.plate or .to_event(), or raise max_plate_nesting"
+        )
+    lp = log_prob.reshape((1,) * (ndim - log_prob.dim()) + log_prob.shape)
+    keep = (ndim + particle_dim, ndim + data_dim)
+    other = [d for d in range(ndim) if d not in keep and lp.shape[d] != 1]
+    if other:
+        lp = lp.sum(other, keepdim=True)
+    lp = lp.reshape(lp.shape[keep[0]], lp.shape[keep[1]])
+    return lp.expand(num_particles, num_data)
+
+
+def _per_point_log_weights(model, guide, args, kwargs, num_particles, max_plate_nesting, data_plate, num_data=None, check=True):
+    r"""
+    One vectorized pass: ``(P, B)`` log weights :math:`\log p(x_b, z_{pb}) - \log q(z_{pb} \mid x_b)` with
+    ``z_{pb} ~ q`` drawn under an outer particle plate of size ``P = num_particles``.
+
+    :func:`pyro.infer.importance.vectorized_importance_weights` computes the same traces but sums the log
+    weights over every plate except the particle plate (it returns one weight per *particle*, for the
+    whole data set), which gives :math:`\log \frac1P \sum_p \prod_b w_{pb}` instead of the per-point
+    :math:`\log \frac1P \sum_p w_{pb}` we need; so the traces are taken the way it (through
+    :func:`~pyro.infer.enum.get_importance_trace`) takes them, with Pyro's model/guide and site-shape checks,
+    and the log-densities are summed here over every batch dim *except* the particle and data-plate dims.
+
+    Log-densities are **unscaled** (``poutine.scale``, :func:`~pyro_noisevae.handlers.beta_scale` and
+    plate subsampling factors are ignored; ``poutine.mask`` is honoured): the estimate is of the model's
+    actual :math:`\log p(x)`, not of a training objective.
+    """
+    particle_dim = -(max_plate_nesting + 1)
+    guide_trace = poutine.trace(_vectorize(guide, num_particles, particle_dim)).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.replay(_vectorize(model, num_particles, particle_dim), trace=guide_trace)).get_trace(
+        *args, **kwargs
+    )
+    guide_trace, model_trace = prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)
+    enumerated = [n for n, s in _sample_sites(guide_trace) if s["infer"].get("enumerate")]
+    if enumerated:
+        raise NotImplementedError(f"guide sites {enumerated} are marked for enumeration; importance sampling draws every latent")
+    missing = [n for n, s in _sample_sites(model_trace) if not s["is_observed"] and n not in guide_trace.nodes]
+    if missing:
+        raise ValueError(
+            f"model latent sites {missing} are not sampled by the guide; importance weights need a proposal for every "
+            "latent (sample them in the guide, or observe them in the model)"
+        )
+    extra = [n for n, s in _sample_sites(guide_trace) if n not in model_trace.nodes]
+    if extra:
+        raise ValueError(f"guide sites {extra} do not appear in the model; the guide must propose only model latents")
+    # the rest of pyro.infer.enum.get_importance_trace: Pyro's own checks (structural, so callers that repeat
+    # the same pass many times run them once, with check=False afterwards) and the log-densities
+    check = check and is_validation_enabled()
+    if check:
+        check_model_guide_match(model_trace, guide_trace, max_plate_nesting + 1)
+    model_trace.compute_log_prob()
+    guide_trace.compute_log_prob()
+    if check:
+        for trace in (model_trace, guide_trace):
+            for _, site in _sample_sites(trace):
+                check_site_shape(site, max_plate_nesting + 1)
+    frame = _data_frame(model_trace, guide_trace, data_plate)
+    if num_data is not None and frame.size != num_data:
+        raise ValueError(
+            f"the data plate {frame.name!r} has size {frame.size} but the data chunk has {num_data} rows; the data "
+            "argument(s) named by data_arg are sliced along their first dim, which must index the data plate"
+        )
+    if frame.dim is None or frame.dim < particle_dim:
+        raise ValueError(f"data plate {frame.name!r} sits at dim {frame.dim}, outside max_plate_nesting={max_plate_nesting}")
+    log_w = None
+    for sign, trace in ((1.0, model_trace), (-1.0, guide_trace)):
+        for name, site in _sample_sites(trace):
+            lp = scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"])
+            lp = _as_particle_by_data(lp, name, max_plate_nesting + 1, particle_dim, frame.dim, num_particles, frame.size)
+            log_w = sign * lp if log_w is None else log_w + sign * lp
+    if torch.isnan(log_w).any():
+        raise ValueError(
+            "the importance log-weights contain NaN; check that the data lie in the likelihood's support and that "
+            "the guide's parameters are finite"
+        )
+    return log_w
+
+
+def _infer_max_plate_nesting(model, guide, args, kwargs):
+    """Run guide and model once (without particles) and read the deepest plate dim; the RNG is restored."""
+    state = get_rng_state()
+    try:
+        with torch.no_grad():
+            guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+            guide_trace, model_trace = prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)
+    finally:
+        set_rng_state(state)
+    dims = [
+        -f.dim
+        for tr in (model_trace, guide_trace)
+        for _, s in _sample_sites(tr)
+        for f in s["cond_indep_stack"]
+        if f.vectorized and f.dim is not None
+    ]
+    if not dims:
+        raise ValueError(
+            "model and guide have no vectorized plate; a per-data-point log-likelihood needs the data points in a "
+            "pyro.plate that contains every sample site"
+        )
+    return max(dims)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# streaming log-mean-exp
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _accumulator_dtype(device):
+    return torch.float32 if torch.device(device).type == "mps" else torch.float64
+
+
+class _WeightAccumulator:
+    """Running per-point statistics of log weights arriving in chunks of particles: log-sum-exp of
+    :math:`\\log w` and of :math:`2 \\log w`, and the sum and sum of squares of :math:`\\log w`."""
+
+    def __init__(self, num_data, device):
+        dtype = _accumulator_dtype(device)
+        self.count = 0
+        self.lse = torch.full((num_data,), -math.inf, dtype=dtype, device=device)
+        self.lse2 = self.lse.clone()
+        self.sum = torch.zeros(num_data, dtype=dtype, device=device)
+        self.sumsq = self.sum.clone()
+
+    def update(self, log_w):
+        lw = log_w.detach().to(self.lse.dtype)
+        self.lse = torch.logaddexp(self.lse, lw.logsumexp(0))
+        self.lse2 = torch.logaddexp(self.lse2, (2 * lw).logsumexp(0))
+        self.sum += lw.sum(0)
+        self.sumsq += lw.pow(2).sum(0)
+        self.count += lw.shape[0]
+
+    def result(self, dtype):
+        k = self.count
+        log_px = self.lse - math.log(k)
+        # delta method: Var[log mean w] ~ Var[w] / (k E[w]^2), with E[w^2]/E[w]^2 = k exp(lse2 - 2 lse)
+        rel_var = (math.log(k) + self.lse2 - 2 * self.lse).exp() - 1
+        stderr = (rel_var.clamp(min=0) / k).sqrt()
+        ess = (2 * self.lse - self.lse2).exp()
+        elbo = self.sum / k
+        var = ((self.sumsq - self.sum.pow(2) / k) / max(k - 1, 1)).clamp(min=0)
+        elbo_stderr = (var / k).sqrt()
+        if k == 1:  # one sample says nothing about its own spread
+            stderr, elbo_stderr = torch.full_like(stderr, math.nan), torch.full_like(elbo_stderr, math.nan)
+        return ImportanceEstimate(
+            log_px=log_px.to(dtype),
+            stderr=stderr.to(dtype),
+            ess=ess.to(dtype),
+            elbo=elbo.to(dtype),
+            elbo_stderr=elbo_stderr.to(dtype),
+            num_samples=k,
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# public API
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ImportanceEstimate:
+    r"""
+    Per-data-point results of importance sampling with ``k`` samples :math:`z_{1:k} \sim q(z \mid x_n)`,
+    :math:`w_i = p(x_n, z_i) / q(z_i \mid x_n)`. Every field is a tensor of shape ``(N,)``.
+
+    :ivar log_px: the IWAE-k estimate :math:`\hat{\mathcal L}_k(x_n) = \log \frac1k \sum_i w_i`
+        (a stochastic lower bound of :math:`\log p(x_n)` in expectation; consistent as :math:`k \to \infty`).
+    :ivar stderr: delta-method Monte Carlo standard error of ``log_px``,
+        :math:`\sqrt{(\overline{w^2}/\bar w^2 - 1)/k}` (unreliable when the weights are heavy-tailed; check ``ess``;
+        NaN for ``k = 1``).
+    :ivar ess: effective sample size :math:`(\sum_i w_i)^2 / \sum_i w_i^2 \in [1, k]`.
+    :ivar elbo: :math:`\frac1k \sum_i \log w_i`, the Monte Carlo estimate of the ELBO of the guide.
+    :ivar elbo_stderr: its standard error, :math:`\mathrm{sd}(\log w)/\sqrt k` (NaN for ``k = 1``).
+    :ivar int num_samples: ``k``.
+    """
+
+    log_px: torch.Tensor
+    stderr: torch.Tensor
+    ess: torch.Tensor
+    elbo: torch.Tensor
+    elbo_stderr: torch.Tensor
+    num_samples: int
+
+    def summary(self):
+        """:func:`summarize` of ``log_px`` (with its Monte Carlo error) and of ``elbo``: a dict of floats."""
+        out = {f"log_px_{k}": v for k, v in summarize(self.log_px, mc_stderr=self.stderr).items()}
+        out.update({f"elbo_{k}": v for k, v in summarize(self.elbo, mc_stderr=self.elbo_stderr).items()})
+        out["num_samples"] = self.num_samples
+        return out
+
+    @staticmethod
+    def cat(estimates):
+        """Concatenate estimates of consecutive data chunks (same ``num_samples``)."""
+        estimates = list(estimates)
+        fields = ("log_px", "stderr", "ess", "elbo", "elbo_stderr")
+        return ImportanceEstimate(
+            **{f: torch.cat([getattr(e, f) for e in estimates]) for f in fields},
+            num_samples=estimates[0].num_samples,
+        )
+
+
+def importance_estimate(
+    model,
+    guide,
+    *args,
+    num_samples=5000,
+    chunk_size=100,
+    batch_size=100,
+    data_arg=0,
+    data_plate=None,
+    max_plate_nesting=None,
+    progress=True,
+    **kwargs,
+):
+    r"""
+    Importance-sample :math:`\log p(x_n)` for every data point of a Pyro ``model`` with proposal ``guide``
+    (the IWAE-k estimator of Burda et al. 2016):
+
+    .. math::
+
+        \hat{\mathcal L}_k(x_n) = \log \frac1k \sum_{i=1}^k \frac{p(x_n, z_i)}{q(z_i \mid x_n)},
+        \qquad z_i \sim q(z \mid x_n),
+
+    with :math:`\mathbb E[\hat{\mathcal L}_1] = \mathrm{ELBO} \le \mathbb E[\hat{\mathcal L}_k]
+    \le \mathbb E[\hat{\mathcal L}_{k+1}] \le \log p(x_n)` and :math:`\hat{\mathcal L}_k \to \log p(x_n)`.
+
+    **Memory is bounded by the chunk sizes, not by k.** The data are processed ``batch_size`` points at a
+    time and the ``k`` samples ``chunk_size`` at a time (one vectorized pass of guide and model under an
+    outer plate of ``chunk_size`` particles); chunks are combined with a running log-sum-exp, so peak
+    memory is that of one pass over ``chunk_size x batch_size`` particles.
+
+    **Requirements.** Every sample site of model and guide must lie in the data plate (found
+    automatically as the one plate common to all sites, or named with ``data_plate``), the guide must
+    sample every model latent, and the data tensor(s) named by ``data_arg`` must index data points along
+    their first dim (they are sliced into chunks; other arguments are passed unchanged). Log-densities are
+    unscaled: ``beta_scale``/``poutine.scale`` and subsampling factors are ignored, ``poutine.mask`` is
+    honoured. Runs under :func:`torch.no_grad`, on the device of the model and data; seed with
+    :func:`pyro.set_rng_seed`.
+
+    :param model: Pyro model, called as ``model(*args, **kwargs)`` on each data chunk.
+    :param guide: Pyro guide (the proposal), same signature.
+    :param args: model/guide arguments; ``args[data_arg]`` holds the data, shape ``(N, ...)``.
+    :param int num_samples: ``k >= 1`` importance samples per data point.
+    :param int chunk_size: samples per vectorized pass.
+    :param batch_size: data points per pass (``None``: all ``N`` at once).
+    :param data_arg: position (int) or keyword (str) of the data argument, or a tuple of them when several
+        arguments are per-data-point (e.g. images and labels).
+    :param str data_plate: name of the data plate (default: inferred).
+    :param int max_plate_nesting: plates nested in model and guide (default: inferred by one trace).
+    :param bool progress: show a progress bar.
+    :returns: the per-point estimates and diagnostics (each of shape ``(N,)``).
+    :rtype: ImportanceEstimate
+    :raises ValueError, TypeError: on invalid arguments or programs, with a message saying what to fix.
+    """
+    _check_programs(model, guide)
+    num_samples = _check_positive_int(num_samples, "num_samples")
+    chunk_size = _check_positive_int(chunk_size, "chunk_size")
+    batch_size = _check_positive_int(batch_size, "batch_size", allow_none=True)
+    max_plate_nesting = _check_nesting(max_plate_nesting)
+    chunks = list(_data_chunks(args, kwargs, data_arg, batch_size))
+    particle_chunks = [min(chunk_size, num_samples - s) for s in range(0, num_samples, chunk_size)]
+    results = []
+    with torch.no_grad(), tqdm(
+        total=len(chunks) * len(particle_chunks), desc=f"IWAE-{num_samples}", disable=not progress, leave=False
+    ) as bar:
+        for rows, chunk_args, chunk_kwargs in chunks:
+            if max_plate_nesting is None:
+                max_plate_nesting = _infer_max_plate_nesting(model, guide, chunk_args, chunk_kwargs)
+            acc = None
+            for i, size in enumerate(particle_chunks):
+                log_w = _per_point_log_weights(
+                    model, guide, chunk_args, chunk_kwargs, size, max_plate_nesting, data_plate, rows.stop - rows.start,
+                    check=i == 0,
+                )
+                if acc is None:
+                    acc = _WeightAccumulator(log_w.shape[1], log_w.device)
+                    dtype = log_w.dtype
+                acc.update(log_w)
+                bar.update(1)
+            results.append(acc.result(dtype))
+    return ImportanceEstimate.cat(results)
+
+
+def iwae_bound(
+    model,
+    guide,
+    *args,
+    num_particles=5,
+    num_repeats=100,
+    chunk_size=500,
+    batch_size=100,
+    data_arg=0,
+    data_plate=None,
+    max_plate_nesting=None,
+    progress=True,
+    **kwargs,
+):
+    r"""
+    Monte Carlo estimate of the importance-weighted **bound** with ``K`` particles (the training objective
+    of an IWAE-K / DIWAE-K model, and the ELBO for ``K = 1``), per data point:
+
+    .. math::
+
+        \mathcal L_K(x_n) = \mathbb E_{z_{1:K} \sim q(z|x_n)}\Big[\log rac1K \sum_{k=1}^K w_k\Big]
+        pprox rac1R \sum_{r=1}^R \log rac1K \sum_{k=1}^K w_{rk},
+
+    averaged over ``R = num_repeats`` independent groups of ``K`` samples. Unlike
+    :func:`importance_estimate` (one group of ``k`` samples: a log-likelihood estimate), this estimates the
+    bound itself, e.g. the "negative ELBO" / "negative IWAE-5 bound" columns of published tables.
+    Chunked like :func:`importance_estimate` (each pass draws a whole number of groups).
+
+    :param int num_particles: ``K``.
+    :param int num_repeats: ``R``.
+    :returns: ``(bound, stderr)``, each of shape ``(N,)``; ``stderr`` is the standard error over the ``R``
+        groups (NaN when ``R = 1``).
+    :rtype: tuple
+    """
+    _check_programs(model, guide)
+    K = _check_positive_int(num_particles, "num_particles")
+    R = _check_positive_int(num_repeats, "num_repeats")
+    chunk_size = _check_positive_int(chunk_size, "chunk_size")
+    batch_size = _check_positive_int(batch_size, "batch_size", allow_none=True)
+    max_plate_nesting = _check_nesting(max_plate_nesting)
+    per_pass = max(1, chunk_size // K)  # groups per vectorized pass
+    group_chunks = [min(per_pass, R - s) for s in range(0, R, per_pass)]
+    chunks = list(_data_chunks(args, kwargs, data_arg, batch_size))
+    bounds, errors = [], []
+    with torch.no_grad(), tqdm(total=len(chunks) * len(group_chunks), desc=f"IWAE-{K} bound", disable=not progress,
+                               leave=False) as bar:
+        for rows, chunk_args, chunk_kwargs in chunks:
+            if max_plate_nesting is None:
+                max_plate_nesting = _infer_max_plate_nesting(model, guide, chunk_args, chunk_kwargs)
+            total = sq = None
+            for i, groups in enumerate(group_chunks):
+                log_w = _per_point_log_weights(
+                    model, guide, chunk_args, chunk_kwargs, groups * K, max_plate_nesting, data_plate,
+                    rows.stop - rows.start, check=i == 0,
+                )
+                dtype = log_w.dtype
+                b = log_w.to(_accumulator_dtype(log_w.device)).reshape(groups, K, -1).logsumexp(1) - math.log(K)
+                total = b.sum(0) if total is None else total + b.sum(0)
+                sq = b.pow(2).sum(0) if sq is None else sq + b.pow(2).sum(0)
+                bar.update(1)
+            mean = total / R
+            var = ((sq - total.pow(2) / R) / (R - 1)).clamp(min=0) if R > 1 else torch.full_like(mean, math.nan)
+            bounds.append(mean.to(dtype))
+            errors.append((var / R).sqrt().to(dtype))
+    return torch.cat(bounds), torch.cat(errors)
+
+
+def log_likelihood(model, guide, *args, num_samples=5000, chunk_size=100, batch_size=100, progress=True, **kwargs):
+    r"""
+    Per-data-point IWAE-k estimate of :math:`\log p(x_n)`:
+    :math:`\hat{\mathcal L}_k(x_n) = \log \frac1k \sum_{i=1}^k p(x_n, z_i) / q(z_i \mid x_n)`,
+    :math:`z_i \sim q(z \mid x_n)` (the guide is the proposal).
+
+    Chunked over samples and data (memory bounded by ``chunk_size x batch_size`` particles, not by ``k``).
+    All options of :func:`importance_estimate` apply (``data_arg``, ``data_plate``, ``max_plate_nesting``);
+    use that function for standard errors, effective sample sizes and the ELBO.
+
+    Example::
+
+        vae = VAE(x_dim=784, z_dim=50)
+        ll = log_likelihood(vae.model, vae.guide, x_test, num_samples=5000)   # (N,)
+        print(summarize(ll))                                                   # mean and standard error
+
+    :param model: Pyro model with every site in a data plate.
+    :param guide: Pyro guide (proposal) with the same signature.
+    :param args: model/guide arguments, the data first (shape ``(N, ...)``).
+    :param int num_samples: ``k`` (default 5000, the IWAE paper's evaluation).
+    :param int chunk_size: importance samples per vectorized pass.
+    :param batch_size: data points per pass (``None``: all at once).
+    :param bool progress: show a progress bar.
+    :returns: tensor of shape ``(N,)``.
+    """
+    est = importance_estimate(
+        model, guide, *args, num_samples=num_samples, chunk_size=chunk_size, batch_size=batch_size, progress=progress, **kwargs
+    )
+    return est.log_px
+
+
+def summarize(values, mc_stderr=None):
+    r"""
+    Mean over data points and its standard error :math:`\mathrm{sd}(v)/\sqrt N` (sampling error of the test
+    set), plus, when per-point Monte Carlo standard errors :math:`s_n` are given, the Monte Carlo error of
+    the mean :math:`\sqrt{\sum_n s_n^2}/N`.
+
+    :param torch.Tensor values: per-point values, shape ``(N,)``.
+    :param torch.Tensor mc_stderr: optional per-point Monte Carlo standard errors, shape ``(N,)``.
+    :returns: ``{"mean", "stderr", "num_points"[, "mc_stderr"]}`` as Python numbers (``stderr`` is NaN for
+        ``N = 1``).
+    :rtype: dict
+    """
+    if not isinstance(values, torch.Tensor) or values.dim() != 1 or values.numel() < 1:
+        raise ValueError(f"values must be a 1-D tensor with at least one entry, got {getattr(values, 'shape', values)}")
+    v = values.detach().double()
+    n = v.numel()
+    out = {
+        "mean": v.mean().item(),
+        "stderr": (v.std() / math.sqrt(n)).item() if n > 1 else math.nan,
+        "num_points": n,
+    }
+    if mc_stderr is not None:
+        if not isinstance(mc_stderr, torch.Tensor) or mc_stderr.shape != values.shape:
+            raise ValueError(f"mc_stderr must be a tensor of shape {tuple(values.shape)}")
+        out["mc_stderr"] = (mc_stderr.detach().double().pow(2).sum().sqrt() / n).item()
+    return out
