@@ -1,10 +1,12 @@
 """Messenger that multiplies the log-density of latent sample sites by β."""
 
+import difflib
 import math
 import numbers
 
 import torch
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
 
 __all__ = ["BetaScaleMessenger"]
 
@@ -41,6 +43,11 @@ class BetaScaleMessenger(Messenger):
     :param beta: a number :math:`\ge 0`, a scalar tensor, or a zero-argument callable returning
         one; a callable is read at every site, so warm-up schedules can change β between steps.
     :param sites: optional collection of site names to scale (default: all latent sites).
+
+    With ``sites``, every entry of the context (one call of a wrapped model or guide, or one ``with``
+    block) must meet each named site as a latent sample site; otherwise leaving it raises
+    ``ValueError`` naming the missing sites and the latent sites that did run. A named site that is
+    observed or auxiliary raises ``ValueError`` when it is met: β scales latent sites only.
     """
 
     def __init__(self, beta, sites=None):
@@ -53,14 +60,49 @@ class BetaScaleMessenger(Messenger):
             sites = frozenset(sites)
         self.beta = beta
         self.sites = sites
+        self._latent_seen = set()  # latent sample sites met during the current entry
 
     def current_beta(self):
         """The β in force now (evaluates a schedule callable)."""
         return _check_beta(self.beta() if callable(self.beta) else self.beta)
 
-    def _pyro_sample(self, msg):
-        if msg["is_observed"] or msg["infer"].get("is_auxiliary", False):
+    def __enter__(self):
+        result = super().__enter__()
+        self._latent_seen = set()
+        return result
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        result = super().__exit__(exc_type, exc_value, traceback)
+        if exc_type is None and self.sites is not None:  # never mask an exception already propagating
+            self._check_sites_seen()
+        return result
+
+    def _check_sites_seen(self):
+        missing = sorted(self.sites - self._latent_seen)
+        if not missing:
             return
-        if self.sites is not None and msg["name"] not in self.sites:
+        seen = sorted(self._latent_seen)
+        guesses = []
+        for name in missing:
+            guesses += [f"{match!r} for {name!r}" for match in difflib.get_close_matches(name, seen, n=1)]
+        raise ValueError(
+            f"beta_scale(sites=...): the named site(s) {missing} did not run as latent sample sites inside the "
+            f"handler (each call of a wrapped model or guide, and each `with` block, must contain every named "
+            f"site); latent sites that ran: {seen}" + (f". Did you mean {', '.join(guesses)}?" if guesses else "")
+        )
+
+    def _pyro_sample(self, msg):
+        if site_is_subsample(msg):  # a plate's index site, not a latent variable
+            return
+        named = self.sites is not None and msg["name"] in self.sites
+        if msg["is_observed"] or msg["infer"].get("is_auxiliary", False):
+            if named:
+                kind = "observed" if msg["is_observed"] else "auxiliary"
+                raise ValueError(
+                    f"beta_scale scales latent sites only, but the named site {msg['name']!r} is {kind}"
+                )
+            return
+        self._latent_seen.add(msg["name"])
+        if self.sites is not None and not named:
             return
         msg["scale"] = self.current_beta() * msg["scale"]

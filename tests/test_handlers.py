@@ -55,7 +55,7 @@ def test_sigma_beta_equivalence_values_and_gradients(elbo_cls, family, s1, s2):
 
     loss2, grads2 = _loss_and_grads(elbo_cls(), m2, x)
     loss1, grads1 = _loss_and_grads(elbo_cls(), m1, x, beta=beta)
-    c = bound_constant(s1, s2, event_dim=D, family=family)
+    c = bound_constant(s1, s2, num_dims=D, family=family)
     # losses are negative bounds; the plate scales every term by N/B, so the constant appears N times
     assert (-loss2).item() == pytest.approx((-loss1 / beta).item() + N * c, rel=1e-10, abs=1e-8)
     for name in grads2:
@@ -83,7 +83,7 @@ def test_identity_does_not_hold_for_importance_weighted_bounds():
     m1, m2 = _pair("normal", s1, s2)
     x = _data()
     beta = equivalent_beta(s1, s2)
-    c = bound_constant(s1, s2, event_dim=D)
+    c = bound_constant(s1, s2, num_dims=D)
     elbo = RenyiELBO(alpha=0.0, num_particles=8, vectorize_particles=True, max_plate_nesting=1)
     with pyro.settings.context(module_local_params=True):
         pyro.set_rng_seed(5)
@@ -228,11 +228,96 @@ def test_equivalent_beta_rejects_nonpositive_sigma(args):
     with pytest.raises(ValueError, match="sigma"):
         equivalent_beta(*args)
     with pytest.raises(ValueError, match="sigma"):
-        bound_constant(*args, event_dim=3)
+        bound_constant(*args, num_dims=3)
 
 
-def test_bad_family_and_event_dim():
+def test_bad_family_and_num_dims():
     with pytest.raises(ValueError, match="family"):
         equivalent_beta(1.0, 2.0, family="cauchy")
-    with pytest.raises(ValueError, match="event_dim"):
-        bound_constant(1.0, 2.0, event_dim=0)
+    with pytest.raises(ValueError, match="num_dims"):
+        bound_constant(1.0, 2.0, num_dims=0)
+
+
+def test_bound_constant_takes_num_dims_not_event_dim():
+    """d is a count of observed dimensions; a Pyro user's ``event_dim=1`` must fail, not give a wrong constant."""
+    s1, s2, d = 0.2, 0.5, 784
+    expected = -0.5 * d * math.log(2 * math.pi * s2**2) + 0.5 * d * math.log(2 * math.pi * s1**2) * s1**2 / s2**2
+    assert bound_constant(s1, s2, num_dims=d) == pytest.approx(expected)
+    assert bound_constant(s1, s2, d) == bound_constant(sigma_from=s1, sigma_to=s2, num_dims=d)
+    with pytest.raises(TypeError, match="num_dims"):
+        bound_constant(s1, s2, event_dim=1)
+    with pytest.raises(TypeError, match="num_dims"):
+        bound_constant(s1, s2, d, event_dim=1)
+    with pytest.raises(TypeError, match="num_dims"):
+        bound_constant(s1, s2, family="laplace")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# named sites: a misspelled or observed name must not silently scale nothing
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_misspelled_site_raises_and_lists_the_latent_sites():
+    with pytest.raises(ValueError, match=r"\['zz'\].*latent sites that ran: \['w', 'z'\]. Did you mean 'z' for 'zz'"):
+        _scales(beta_scale(_toy, beta=3.0, sites=["z", "zz"]))
+    with pytest.raises(ValueError, match=r"\['v'\]"):  # context-manager form: checked on leaving the block
+        with beta_scale(beta=3.0, sites="v"):
+            _scales(_toy)
+    assert _scales(beta_scale(_toy, beta=3.0, sites=["z", "w"])) == {"data": 1.0, "z": 6.0, "w": 6.0, "aux": 2.0, "x": 2.0}
+
+
+@pytest.mark.parametrize("name,kind", [("x", "observed"), ("aux", "auxiliary")])
+def test_named_observed_or_auxiliary_site_raises(name, kind):
+    with pytest.raises(ValueError, match=f"latent sites only.*'{name}' is {kind}"):
+        _scales(beta_scale(_toy, beta=3.0, sites=["z", name]))
+
+
+def test_site_check_is_per_call_of_the_wrapped_function():
+    def prog(flag):
+        if flag:
+            pyro.sample("a", dist.Normal(0.0, 1.0))
+        pyro.sample("b", dist.Normal(0.0, 1.0))
+
+    wrapped = beta_scale(prog, beta=2.0, sites=["a"])
+    assert float(poutine.trace(wrapped).get_trace(True).nodes["a"]["scale"]) == 2.0
+    with pytest.raises(ValueError, match=r"\['a'\].*latent sites that ran: \['b'\]"):
+        wrapped(False)  # an earlier call that met "a" does not count
+    # a `with` block is one entry: sites met in any program run inside it count
+    with beta_scale(beta=2.0, sites=["a", "c"]):
+        prog(True)
+        pyro.sample("c", dist.Normal(0.0, 1.0))
+
+
+def test_site_check_does_not_mask_a_propagating_exception():
+    def failing():
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        beta_scale(failing, beta=2.0, sites=["z"])()
+    with pytest.raises(RuntimeError, match="boom"):
+        with beta_scale(beta=2.0, sites=["z"]):
+            failing()
+
+
+@pytest.mark.parametrize("elbo_cls", [Trace_ELBO, TraceMeanField_ELBO], ids=["Trace", "TraceMeanField"])
+def test_named_sites_under_elbos_that_run_programs_repeatedly(elbo_cls):
+    """Wrapped model and guide each contain "z" in every call (3 particles); the context form sees their union."""
+    vae = VAE(x_dim=D, z_dim=Z, hidden_dims=(16,), likelihood="normal", sigma=0.5).double()
+    x, beta = _data(), 3.0
+    elbo = elbo_cls(num_particles=3)
+    losses = {}
+    with pyro.settings.context(module_local_params=True):
+        for key, sites in [("all", None), ("z", ["z"])]:
+            pyro.set_rng_seed(0)
+            model, guide = beta_scale(vae.model, beta=beta, sites=sites), beta_scale(vae.guide, beta=beta, sites=sites)
+            losses[key] = elbo.loss(model, guide, x)
+        pyro.set_rng_seed(0)
+        with beta_scale(beta=beta, sites=["z"]):
+            losses["context"] = elbo.loss(vae.model, vae.guide, x)
+        pyro.set_rng_seed(0)
+        losses["plain"] = elbo.loss(vae.model, vae.guide, x)
+        with pytest.raises(ValueError, match="Did you mean 'z' for 'zz'"):
+            elbo.loss(beta_scale(vae.model, beta=beta, sites=["zz"]), beta_scale(vae.guide, beta=beta, sites=["zz"]), x)
+    assert losses["z"] == pytest.approx(losses["all"], rel=1e-12)
+    assert losses["context"] == pytest.approx(losses["all"], rel=1e-12)
+    assert abs(losses["all"] - losses["plain"]) > 1.0  # β really applied

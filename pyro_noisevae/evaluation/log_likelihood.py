@@ -7,16 +7,15 @@ from dataclasses import dataclass
 import pyro
 import torch
 from pyro import poutine
-from pyro.distributions.util import scale_and_mask
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine.util import prune_subsample_sites
-from pyro.util import check_model_guide_match, check_site_shape, get_rng_state, set_rng_state
+from pyro.util import get_rng_state, set_rng_state
 from tqdm.auto import tqdm
+
+from ..infer.importance import importance_traces, infer_max_plate_nesting, per_point_log_weights, site_structure
 
 __all__ = ["ImportanceEstimate", "importance_estimate", "iwae_bound", "log_likelihood", "summarize"]
 
-#: name of the outer plate that vectorizes the importance samples (private: no user plate may share it)
-PARTICLE_PLATE = "_evaluation_particles"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -115,138 +114,124 @@ def _data_chunks(args, kwargs, data_arg, batch_size):
 
 
 # ----------------------------------------------------------------------------------------------------------
+# data chunks: slices of the data arguments (amortized guides), or subsample indices of the data plate
+# ----------------------------------------------------------------------------------------------------------
+
+
+class _Chunk:
+    """One pass's data: ``args``/``kwargs`` for the programs, ``wrap`` to apply to them, and the output rows."""
+
+    def __init__(self, rows, args, kwargs, num_rows, wrap=None, valid=None):
+        self.rows = rows  # slice of the output (N,) this chunk fills
+        self.args, self.kwargs = args, kwargs
+        self.num_rows = num_rows  # size of the data plate in this pass
+        self.wrap = wrap or (lambda fn: fn)
+        self.valid = num_rows if valid is None else valid  # leading rows that are real (the rest is padding)
+
+
+def _data_plate_frame(model, guide, args, kwargs, data_plate):
+    """The data plate's frame, from one probe trace of guide and model (RNG restored)."""
+    state = get_rng_state()
+    try:
+        with torch.no_grad(), poutine.block():
+            guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    finally:
+        set_rng_state(state)
+    structure = site_structure(prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace), data_plate)
+    if structure.data_frame is None:
+        raise ValueError(
+            "no plate over data points holds the observed sites; put them in a pyro.plate (name it with data_plate=)")
+    return structure.data_frame
+
+
+def _subsample_chunks(model, guide, args, kwargs, data_plate, batch_size):
+    """
+    Chunks for guides with per-data-point parameters (autoguides, hand-written ``pyro.param`` per point): the
+    arguments stay whole and the data plate's subsample indices are set to each chunk (the programs must index
+    their data with the plate's indices, Pyro's subsampling idiom). A plate declared with ``subsample_size=s``
+    is evaluated ``s`` points at a time (the last chunk padded); a plate without it, all at once.
+    """
+    frame = _data_plate_frame(model, guide, args, kwargs, data_plate)
+    num = frame.full_size if frame.full_size is not None else frame.size
+    size = frame.size if frame.size < num else num
+    device = next((t.device for t in list(args) + list(kwargs.values()) if isinstance(t, torch.Tensor)), None)
+    chunks = []
+    for start in range(0, num, size):
+        stop = min(start + size, num)
+        index = torch.arange(start, start + size, device=device) % num  # pad the last chunk by wrapping around
+        wrap = (lambda idx: lambda fn: poutine.condition(fn, data={frame.name: idx}))(index)
+        chunks.append(_Chunk(slice(start, stop), args, kwargs, size, wrap, valid=stop - start))
+    return chunks, frame.name
+
+
+def _is_autoguide(guide):
+    from pyro.infer.autoguide import AutoGuide
+
+    return isinstance(guide, AutoGuide) or isinstance(getattr(guide, "_guide", None), AutoGuide)
+
+
+def _chunks(model, guide, args, kwargs, data_arg, batch_size, data_plate):
+    """
+    The data chunks of an evaluation and the data plate's name (``None``: inferred per pass). Amortized guides
+    slice the data arguments named by ``data_arg``; ``data_arg=None`` (the default for Pyro autoguides) keeps
+    them whole and subsamples the data plate instead.
+    """
+    if data_arg == "auto":
+        data_arg = None if _is_autoguide(guide) else 0
+    if data_arg is None:
+        return _subsample_chunks(model, guide, args, kwargs, data_plate, batch_size)
+    return [_Chunk(rows, a, kw, rows.stop - rows.start) for rows, a, kw in _data_chunks(args, kwargs, data_arg, batch_size)], data_plate
+
+
+def _denoising_pair(model, guide):
+    """A :class:`~pyro_noisevae.guides.DenoisingGuide` with ``M > 1`` needs its model in the corruption plate."""
+    from ..guides import DenoisingGuide
+
+    if isinstance(guide, DenoisingGuide) and guide.num_corruptions > 1 and not guide.wraps(model):
+        model = guide.wrap_model(model)
+    return model, guide
+
+
+# ----------------------------------------------------------------------------------------------------------
 # per-data-point log weights
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _vectorize(fn, num_particles, dim):
-    def vectorized(*args, **kwargs):
-        with pyro.plate(PARTICLE_PLATE, num_particles, dim=dim):
-            return fn(*args, **kwargs)
-
-    return vectorized
-
-
-def _sample_sites(trace):
-    return [(name, site) for name, site in trace.nodes.items() if site["type"] == "sample"]
-
-
-def _plates(site):
-    return {f for f in site["cond_indep_stack"] if f.vectorized and f.name != PARTICLE_PLATE}
-
-
-def _data_frame(model_trace, guide_trace, data_plate):
-    """The plate frame indexing data points: named ``data_plate``, or the one plate common to every site."""
-    sites = _sample_sites(model_trace) + _sample_sites(guide_trace)
-    if not sites:
-        raise ValueError("model and guide have no sample sites: there is nothing to evaluate")
-    if data_plate is not None:
-        frames = {f for _, s in sites for f in _plates(s) if f.name == data_plate}
-        if not frames:
-            names = sorted({f.name for _, s in sites for f in _plates(s)})
-            raise ValueError(f"no plate named {data_plate!r} in model or guide (plates found: {names})")
-        frame = frames.pop()
-        outside = sorted({n for n, s in sites if frame not in _plates(s)})
-        if outside:
-            raise ValueError(
-                f"sites {outside} are outside the data plate {data_plate!r}. A per-data-point log-likelihood needs "
-                "every latent and observed site inside the data plate: global latents couple the data points, so "
-                "log p(x) does not split into per-point terms (condition on global latents, e.g. with "
-                "pyro.condition, to evaluate the conditional model)."
-            )
-        return frame
-    common = set.intersection(*(_plates(s) for _, s in sites))
-    if len(common) == 1:
-        return common.pop()
-    if not common:
-        outside = sorted({n for n, s in sites if not _plates(s)})
-        raise ValueError(
-            "no plate is common to every sample site of model and guide"
-            + (f" (sites {outside} are in no plate)" if outside else "")
-            + ". A per-data-point log-likelihood needs every latent and observed site inside the data plate "
-            "(pyro.plate over data points); global latents couple the data points."
-        )
-    names = sorted(f.name for f in common)
-    raise ValueError(f"several plates {names} are common to every site; say which indexes data points with data_plate=")
-
-
-def _as_particle_by_data(log_prob, name, ndim, particle_dim, data_dim, num_particles, num_data):
-    """Sum a site's log-density over every batch dim except the particle and data dims: ``(P, B)``."""
-    if not isinstance(log_prob, torch.Tensor):
-        raise TypeError(f"site {name!r}: log_prob returned {type(log_prob).__name__}, expected a tensor")
-    if log_prob.dim() > ndim:
-        raise ValueError(
-            f"site {name!r} has batch shape {tuple(log_prob.shape)}, more dims than max_plate_nesting + 1 = {ndim}; "
-            "declare its batch dims with pyro.plate or .to_event(), or raise max_plate_nesting"
-        )
-    lp = log_prob.reshape((1,) * (ndim - log_prob.dim()) + log_prob.shape)
-    keep = (ndim + particle_dim, ndim + data_dim)
-    other = [d for d in range(ndim) if d not in keep and lp.shape[d] != 1]
-    if other:
-        lp = lp.sum(other, keepdim=True)
-    lp = lp.reshape(lp.shape[keep[0]], lp.shape[keep[1]])
-    return lp.expand(num_particles, num_data)
-
-
-def _per_point_log_weights(model, guide, args, kwargs, num_particles, max_plate_nesting, data_plate, num_data=None, check=True):
+def _per_point_log_weights(model, guide, args, kwargs, num_particles, max_plate_nesting, data_plate, num_data=None,
+                           check=True):
     r"""
-    One vectorized pass: ``(P, B)`` log weights :math:`\log p(x_b, z_{pb}) - \log q(z_{pb} \mid x_b)` with
-    ``z_{pb} ~ q`` drawn under an outer particle plate of size ``P = num_particles``.
-
-    :func:`pyro.infer.importance.vectorized_importance_weights` computes the same traces but sums the log
-    weights over every plate except the particle plate (it returns one weight per *particle*, for the
-    whole data set), which gives :math:`\log \frac1P \sum_p \prod_b w_{pb}` instead of the per-point
-    :math:`\log \frac1P \sum_p w_{pb}` we need; so the traces are taken the way it (through
-    :func:`~pyro.infer.enum.get_importance_trace`) takes them, with Pyro's model/guide and site-shape checks,
-    and the log-densities are summed here over every batch dim *except* the particle and data-plate dims.
-
-    Log-densities are **unscaled** (``poutine.scale``, :func:`~pyro_noisevae.handlers.beta_scale` and
-    plate subsampling factors are ignored; ``poutine.mask`` is honoured): the estimate is of the model's
-    actual :math:`\log p(x)`, not of a training objective.
+    One vectorized pass: ``(S, B)`` log weights :math:`\log p(x_b, z_{sb}) - \log q(z_{sb} \mid x_b)`, ``S`` the
+    ``num_particles`` draws times the copies of any replicate (corruption) plate, traced and reduced by the
+    core (:func:`~pyro_noisevae.infer.importance.importance_traces`,
+    :func:`~pyro_noisevae.infer.importance.per_point_log_weights`). Log densities are **unscaled**
+    (``poutine.scale``, β and subsampling factors are ignored; ``poutine.mask`` is honoured): the estimate is of
+    the model's actual :math:`\log p(x)`, not of a training objective.
     """
-    particle_dim = -(max_plate_nesting + 1)
-    guide_trace = poutine.trace(_vectorize(guide, num_particles, particle_dim)).get_trace(*args, **kwargs)
-    model_trace = poutine.trace(poutine.replay(_vectorize(model, num_particles, particle_dim), trace=guide_trace)).get_trace(
-        *args, **kwargs
-    )
-    guide_trace, model_trace = prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)
-    enumerated = [n for n, s in _sample_sites(guide_trace) if s["infer"].get("enumerate")]
+    pairs, particle_dim = importance_traces(model, guide, args, kwargs, num_particles, max_plate_nesting,
+                                            vectorize=True, check=check)
+    model_trace, guide_trace = pairs[0]
+    enumerated = [n for n, s in guide_trace.nodes.items() if s["type"] == "sample" and s["infer"].get("enumerate")]
     if enumerated:
         raise NotImplementedError(f"guide sites {enumerated} are marked for enumeration; importance sampling draws every latent")
-    missing = [n for n, s in _sample_sites(model_trace) if not s["is_observed"] and n not in guide_trace.nodes]
+    missing = [n for n, s in model_trace.nodes.items()
+               if s["type"] == "sample" and not s["is_observed"] and n not in guide_trace.nodes]
     if missing:
         raise ValueError(
             f"model latent sites {missing} are not sampled by the guide; importance weights need a proposal for every "
             "latent (sample them in the guide, or observe them in the model)"
         )
-    extra = [n for n, s in _sample_sites(guide_trace) if n not in model_trace.nodes]
-    if extra:
-        raise ValueError(f"guide sites {extra} do not appear in the model; the guide must propose only model latents")
-    # the rest of pyro.infer.enum.get_importance_trace: Pyro's own checks (structural, so callers that repeat
-    # the same pass many times run them once, with check=False afterwards) and the log-densities
-    check = check and is_validation_enabled()
-    if check:
-        check_model_guide_match(model_trace, guide_trace, max_plate_nesting + 1)
-    model_trace.compute_log_prob()
-    guide_trace.compute_log_prob()
-    if check:
-        for trace in (model_trace, guide_trace):
-            for _, site in _sample_sites(trace):
-                check_site_shape(site, max_plate_nesting + 1)
-    frame = _data_frame(model_trace, guide_trace, data_plate)
-    if num_data is not None and frame.size != num_data:
+    structure = site_structure(model_trace, guide_trace, data_plate)
+    frame = structure.data_frame
+    if frame is not None and num_data is not None and frame.size != num_data:
         raise ValueError(
             f"the data plate {frame.name!r} has size {frame.size} but the data chunk has {num_data} rows; the data "
-            "argument(s) named by data_arg are sliced along their first dim, which must index the data plate"
+            "argument(s) named by data_arg are sliced along their first dim, which must index the data plate "
+            "(for a guide with per-point parameters, pass data_arg=None to subsample the plate instead)"
         )
-    if frame.dim is None or frame.dim < particle_dim:
+    if frame is not None and (frame.dim is None or frame.dim < -max_plate_nesting):
         raise ValueError(f"data plate {frame.name!r} sits at dim {frame.dim}, outside max_plate_nesting={max_plate_nesting}")
-    log_w = None
-    for sign, trace in ((1.0, model_trace), (-1.0, guide_trace)):
-        for name, site in _sample_sites(trace):
-            lp = scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"])
-            lp = _as_particle_by_data(lp, name, max_plate_nesting + 1, particle_dim, frame.dim, num_particles, frame.size)
-            log_w = sign * lp if log_w is None else log_w + sign * lp
+    log_w = per_point_log_weights(model_trace, guide_trace, structure, max_plate_nesting, particle_dim, num_particles)
     if torch.isnan(log_w).any():
         raise ValueError(
             "the importance log-weights contain NaN; check that the data lie in the likelihood's support and that "
@@ -266,12 +251,15 @@ def _fast_vae(model, guide, args, kwargs, data_arg, fast_path):
         return None
     from pyro.poutine.runtime import _PYRO_STACK
 
-    from ..infer.fused_vae import is_plain_vae_pair
+    try:  # TEMP-SHIM
+        from ..models.fused import is_plain_vae_pair
+    except ImportError:  # TEMP-SHIM
+        from ..infer.fused_vae import is_plain_vae_pair
 
     reasons = []
     if not is_plain_vae_pair(model, guide):
         reasons.append("model and guide are not the plain vae.model / vae.guide of one pyro_noisevae VAE")
-    if len(args) != 1 or set(kwargs) - {"num_data"} or data_arg not in (0, (0,), [0]):
+    if len(args) != 1 or set(kwargs) - {"num_data"} or data_arg not in (0, (0,), [0], "auto"):
         reasons.append("the programs must be called with the data only: (x) or (x, num_data=...)")
     if _PYRO_STACK:
         reasons.append("effect handlers are active around the call")
@@ -284,7 +272,10 @@ def _fast_vae(model, guide, args, kwargs, data_arg, fast_path):
 
 def _fused_log_weights(vae, x, num_particles):
     """``(P, B)`` log weights of the VAE's guide as proposal, in closed form (same draws as the traced path)."""
-    from ..infer.fused_vae import vae_log_weights
+    try:  # TEMP-SHIM
+        from ..models.fused import vae_log_weights
+    except ImportError:  # TEMP-SHIM
+        from ..infer.fused_vae import vae_log_weights
 
     t = vae_log_weights(vae, x, num_particles)
     log_w = t["log_px_z"] + t["log_pz"] - t["log_qz"]
@@ -307,51 +298,36 @@ def _check_fast_data(vae, x):
 def _log_weight_pass(model, guide, args, kwargs, data_arg, data_plate, max_plate_nesting, fast_path):
     """
     The per-chunk log-weight function of :func:`importance_estimate` and :func:`iwae_bound`:
-    ``pass_(chunk_args, chunk_kwargs, num_particles, num_rows, first) -> (P, B)`` log weights, in closed form for a
-    plain VAE (data validated once here), traced otherwise (``max_plate_nesting`` inferred on the first chunk, Pyro's
-    structural checks on the ``first`` pass of each data chunk).
+    ``pass_(chunk, num_particles, first) -> (S, B)`` log weights, in closed form for a plain VAE (data validated
+    once here), traced otherwise (``max_plate_nesting`` inferred on the first chunk, Pyro's structural checks on
+    the ``first`` pass of each data chunk).
     """
     vae = _fast_vae(model, guide, args, kwargs, data_arg, fast_path)
     if vae is not None:
         _check_fast_data(vae, args[0])
-        return lambda chunk_args, chunk_kwargs, num_particles, num_rows, first: _fused_log_weights(
-            vae, chunk_args[0], num_particles
-        )
+        return lambda chunk, num_particles, first: _fused_log_weights(vae, chunk.args[0], num_particles)
+    model, guide = _denoising_pair(model, guide)
     nesting = [max_plate_nesting]
 
-    def traced(chunk_args, chunk_kwargs, num_particles, num_rows, first):
+    def traced(chunk, num_particles, first):
+        m, g = chunk.wrap(model), chunk.wrap(guide)
         if nesting[0] is None:
-            nesting[0] = _infer_max_plate_nesting(model, guide, chunk_args, chunk_kwargs)
-        return _per_point_log_weights(
-            model, guide, chunk_args, chunk_kwargs, num_particles, nesting[0], data_plate, num_rows, check=first
-        )
+            nesting[0] = max(1, infer_max_plate_nesting(m, g, chunk.args, chunk.kwargs))
+        return _per_point_log_weights(m, g, chunk.args, chunk.kwargs, num_particles, nesting[0], data_plate,
+                                      chunk.num_rows, check=first)
 
     return traced
 
 
 def _infer_max_plate_nesting(model, guide, args, kwargs):
-    """Run guide and model once (without particles) and read the deepest plate dim; the RNG is restored."""
-    state = get_rng_state()
-    try:
-        with torch.no_grad():
-            guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-            guide_trace, model_trace = prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)
-    finally:
-        set_rng_state(state)
-    dims = [
-        -f.dim
-        for tr in (model_trace, guide_trace)
-        for _, s in _sample_sites(tr)
-        for f in s["cond_indep_stack"]
-        if f.vectorized and f.dim is not None
-    ]
-    if not dims:
+    """Plate dims of model and guide (at least one: the data plate), RNG restored."""
+    nesting = infer_max_plate_nesting(model, guide, args, kwargs)
+    if nesting < 1:
         raise ValueError(
             "model and guide have no vectorized plate; a per-data-point log-likelihood needs the data points in a "
-            "pyro.plate that contains every sample site"
+            "pyro.plate that contains every local sample site"
         )
-    return max(dims)
+    return nesting
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -459,7 +435,7 @@ def importance_estimate(
     num_samples=5000,
     chunk_size=100,
     batch_size=100,
-    data_arg=0,
+    data_arg="auto",
     data_plate=None,
     max_plate_nesting=None,
     progress=True,
@@ -515,17 +491,17 @@ def importance_estimate(
     chunk_size = _check_positive_int(chunk_size, "chunk_size")
     batch_size = _check_positive_int(batch_size, "batch_size", allow_none=True)
     max_plate_nesting = _check_nesting(max_plate_nesting)
-    chunks = list(_data_chunks(args, kwargs, data_arg, batch_size))
     log_weights = _log_weight_pass(model, guide, args, kwargs, data_arg, data_plate, max_plate_nesting, fast_path)
+    chunks, data_plate = _chunks(*_denoising_pair(model, guide), args, kwargs, data_arg, batch_size, data_plate)
     particle_chunks = [min(chunk_size, num_samples - s) for s in range(0, num_samples, chunk_size)]
     results = []
     with torch.no_grad(), tqdm(
         total=len(chunks) * len(particle_chunks), desc=f"IWAE-{num_samples}", disable=not progress, leave=False
     ) as bar:
-        for rows, chunk_args, chunk_kwargs in chunks:
+        for chunk in chunks:
             acc = None
             for i, size in enumerate(particle_chunks):
-                log_w = log_weights(chunk_args, chunk_kwargs, size, rows.stop - rows.start, i == 0)
+                log_w = log_weights(chunk, size, i == 0)[:, : chunk.valid]
                 if acc is None:
                     acc = _WeightAccumulator(log_w.shape[1], log_w.device)
                     dtype = log_w.dtype
@@ -543,7 +519,7 @@ def iwae_bound(
     num_repeats=100,
     chunk_size=500,
     batch_size=100,
-    data_arg=0,
+    data_arg="auto",
     data_plate=None,
     max_plate_nesting=None,
     progress=True,
@@ -556,8 +532,8 @@ def iwae_bound(
 
     .. math::
 
-        \mathcal L_K(x_n) = \mathbb E_{z_{1:K} \sim q(z|x_n)}\Big[\log rac1K \sum_{k=1}^K w_k\Big]
-        pprox rac1R \sum_{r=1}^R \log rac1K \sum_{k=1}^K w_{rk},
+        \mathcal L_K(x_n) = \mathbb E_{z_{1:K} \sim q(z|x_n)}\Big[\log \frac1K \sum_{k=1}^K w_k\Big]
+        \approx \frac1R \sum_{r=1}^R \log \frac1K \sum_{k=1}^K w_{rk},
 
     averaged over ``R = num_repeats`` independent groups of ``K`` samples. Unlike
     :func:`importance_estimate` (one group of ``k`` samples: a log-likelihood estimate), this estimates the
@@ -579,24 +555,27 @@ def iwae_bound(
     max_plate_nesting = _check_nesting(max_plate_nesting)
     per_pass = max(1, chunk_size // K)  # groups per vectorized pass
     group_chunks = [min(per_pass, R - s) for s in range(0, R, per_pass)]
-    chunks = list(_data_chunks(args, kwargs, data_arg, batch_size))
     log_weights = _log_weight_pass(model, guide, args, kwargs, data_arg, data_plate, max_plate_nesting, fast_path)
+    chunks, data_plate = _chunks(*_denoising_pair(model, guide), args, kwargs, data_arg, batch_size, data_plate)
     bounds, errors = [], []
     with torch.no_grad(), tqdm(total=len(chunks) * len(group_chunks), desc=f"IWAE-{K} bound", disable=not progress,
                                leave=False) as bar:
-        for rows, chunk_args, chunk_kwargs in chunks:
+        for chunk in chunks:
             total = sq = None
+            count = 0
             for i, groups in enumerate(group_chunks):
-                log_w = log_weights(chunk_args, chunk_kwargs, groups * K, rows.stop - rows.start, i == 0)
+                # (S, B) with S = copies x groups x K (replicate copies outermost): groups of K share a copy
+                log_w = log_weights(chunk, groups * K, i == 0)[:, : chunk.valid]
                 dtype = log_w.dtype
-                b = log_w.to(_accumulator_dtype(log_w.device)).reshape(groups, K, -1).logsumexp(1) - math.log(K)
+                b = log_w.to(_accumulator_dtype(log_w.device)).reshape(-1, K, log_w.shape[-1]).logsumexp(1) - math.log(K)
                 total = b.sum(0) if total is None else total + b.sum(0)
                 sq = b.pow(2).sum(0) if sq is None else sq + b.pow(2).sum(0)
+                count += b.shape[0]
                 bar.update(1)
-            mean = total / R
-            var = ((sq - total.pow(2) / R) / (R - 1)).clamp(min=0) if R > 1 else torch.full_like(mean, math.nan)
+            mean = total / count
+            var = ((sq - total.pow(2) / count) / (count - 1)).clamp(min=0) if count > 1 else torch.full_like(mean, math.nan)
             bounds.append(mean.to(dtype))
-            errors.append((var / R).sqrt().to(dtype))
+            errors.append((var / count).sqrt().to(dtype))
     return torch.cat(bounds), torch.cat(errors)
 
 

@@ -7,7 +7,11 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.nn import PyroModule
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
 from torch.distributions import Distribution
+
+from ..infer.importance import REPLICATE_KEY
 
 __all__ = ["DenoisingGuide"]
 
@@ -22,6 +26,19 @@ def _owner(fn):
         return fn
     owner = getattr(fn, "__self__", None)
     return owner if isinstance(owner, torch.nn.Module) else None
+
+
+class _ReplicateMessenger(Messenger):
+    """Tag every sample site with the name of the corruption plate it runs in (``infer["replicate_plate"]``), so
+    that evaluation pools the ``M`` corrupted copies as importance samples of the same :math:`p(x)`."""
+
+    def __init__(self, plate_name):
+        super().__init__()
+        self.plate_name = plate_name
+
+    def _pyro_sample(self, msg):
+        if not site_is_subsample(msg):
+            msg["infer"] = dict(msg["infer"], **{REPLICATE_KEY: self.plate_name})
 
 
 class _CorruptionPlateModel(torch.nn.Module):
@@ -41,7 +58,7 @@ class _CorruptionPlateModel(torch.nn.Module):
         name, size, dim = self._plate_args
         if size == 1:
             return self._model(*args, **kwargs)
-        with pyro.plate(name, size, dim=dim), poutine.scale(scale=1.0 / size):
+        with pyro.plate(name, size, dim=dim), poutine.scale(scale=1.0 / size), _ReplicateMessenger(name):
             return self._model(*args, **kwargs)
 
 
@@ -278,8 +295,13 @@ class DenoisingGuide(torch.nn.Module):
             return self._guide(*args, **kwargs)
         with pyro.plate(self.plate_name, self.num_corruptions, dim=self.plate_dim), poutine.scale(
             scale=1.0 / self.num_corruptions
-        ):
+        ), _ReplicateMessenger(self.plate_name):
             return self._guide(*args, **kwargs)
+
+    def wraps(self, model):
+        """True if ``model`` is this guide's :meth:`wrap_model` of some model (it runs in the corruption plate)."""
+        return isinstance(model, _CorruptionPlateModel) and model._plate_args == (
+            self.plate_name, self.num_corruptions, self.plate_dim)
 
     def wrap_model(self, model):
         r"""

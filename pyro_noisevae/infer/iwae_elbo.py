@@ -5,15 +5,24 @@ import numbers
 
 import torch
 from pyro.distributions.util import detach, is_identically_zero, scale_and_mask
-from pyro.infer.elbo import ELBO
-from pyro.infer.enum import get_importance_trace
+from pyro.infer.elbo import ELBO, ELBOModule
 from pyro.infer.util import torch_item
 from pyro.util import get_rng_state, set_rng_state, warn_if_nan
+from torch import nn
+
+from .importance import (
+    importance_traces,
+    infer_max_plate_nesting,
+    is_delta,
+    iwae_objective,
+    site_structure,
+    warn_vectorize_fallback,
+)
 
 __all__ = ["IWAE_ELBO"]
 
-_PARTICLE_PLATE = "num_particles_vectorized"  # the outer plate of pyro.infer.ELBO._vectorized_num_particles
 GRADIENT_ESTIMATORS = ("standard", "dreg")
+VALIDATE = ("first", "always")
 
 
 def _as_scale(scale):
@@ -65,15 +74,57 @@ def _tensors_of(obj, seen=None):
     return []
 
 
-class _Particles:
-    """Per-particle terms of the importance weights, stacked along dim 0 (``K`` particles)."""
+def _per_particle(log_prob, particle_dim):
+    """A global site's log density summed over every dim but the particle dim: ``(K,)``, or a 0-dim tensor."""
+    if not isinstance(log_prob, torch.Tensor):
+        return torch.as_tensor(log_prob)
+    if particle_dim is None or log_prob.dim() < -particle_dim:
+        return log_prob.sum()
+    return log_prob.movedim(particle_dim, 0).reshape(log_prob.shape[particle_dim], -1).sum(-1)
 
-    def __init__(self, log_w, log_w_dreg, score, common_scale, hooks):
-        self.log_w = log_w  # (K, *common) log p(x, z_k) - log q(z_k | x)
+
+def _stack(parts):
+    """Stack per-particle terms (tensors of possibly different broadcastable shapes, or 0.0) along dim 0."""
+    if all(not isinstance(p, torch.Tensor) for p in parts):
+        return parts[0] if all(p == 0 for p in parts) else torch.tensor(parts)
+    like = next(p for p in parts if isinstance(p, torch.Tensor))
+    parts = [p if isinstance(p, torch.Tensor) else like.new_tensor(p) for p in parts]
+    ndim = max(p.dim() for p in parts)
+    return torch.stack(torch.broadcast_tensors(*[_left_pad(p, ndim) for p in parts]))
+
+
+class _Setup:
+    """What the first call of a (model, guide) pair found: plate nesting, site structure, vectorization."""
+
+    def __init__(self, nesting, structure, vectorize):
+        self.nesting, self.structure, self.vectorize = nesting, structure, vectorize
+        self.checked = False
+
+
+class _Terms:
+    """Per-particle terms of one trace pair."""
+
+    def __init__(self, log_w, log_w_dreg, score, common_scale, hooks, global_elbo, global_score):
+        self.log_w = log_w  # (K?, *keep) local log p(x, z_k) - log q(z_k | x)
         self.log_w_dreg = log_w_dreg  # same values, log q evaluated with stopped guide parameters
-        self.score = score  # (K, *common) log q(z_k) of non-reparameterized guide sites, or 0
-        self.common_scale = common_scale  # float or tensor broadcastable to common
+        self.score = score  # log q of non-reparameterized local guide sites, or 0
+        self.common_scale = common_scale  # float or tensor broadcastable to keep
         self.hooks = hooks  # list of (particle index or None, value, event_dim)
+        self.global_elbo = global_elbo  # (K,) or 0-dim: log p - log q of the global sites, with their scales
+        self.global_score = global_score  # log q of non-reparameterized global guide sites, or 0
+
+
+class _ProgramsModule(ELBOModule):
+    """:class:`~pyro.infer.elbo.ELBOModule` that also registers the modules owning bound-method programs."""
+
+    def __init__(self, model, guide, elbo):
+        super().__init__(model, guide, elbo)
+        owners = []
+        for fn in (model, guide):
+            owner = getattr(fn, "__self__", None)
+            if isinstance(owner, nn.Module) and not isinstance(fn, nn.Module) and all(owner is not o for o in owners):
+                owners.append(owner)
+        self.owners = nn.ModuleList(owners)
 
 
 class IWAE_ELBO(ELBO):
@@ -113,9 +164,30 @@ class IWAE_ELBO(ELBO):
       gradient hook on :math:`z_k` that multiplies by :math:`\tilde w_k`. It needs every guide site to
       be reparameterized and guide sites not to depend on other guide latents.
 
+    **Global latents** (sites outside the data plate, e.g. the weights of a Bayesian regression) are
+    drawn **once** per step and shared by the ``K`` particles; the bound is then
+
+    .. math::
+
+        \mathcal{L}_K = \mathbb{E}_{q(\theta)}\Big[\log \frac{p(\theta)}{q(\theta)}
+            + \sum_n \mathbb{E}\log \frac1K \sum_k \frac{p(x_n, z_{nk} \mid \theta)}{q(z_{nk} \mid x_n, \theta)}\Big]
+        \le \log p(x),
+
+    importance weighting over the local latents and the ELBO term for the globals: a sum of per-point terms
+    plus a global term, hence unbiased under mini-batching (scaling the log-sum-exp of a whole subsampled
+    likelihood, as :class:`~pyro.infer.RenyiELBO` does, is not). With no local latents it is the ELBO.
+    The data plate is found as the plate common to every observed site, or named with ``data_plate``.
+
     Particles are vectorized by default (an outer ``plate("num_particles_vectorized")``, as in
     :class:`~pyro.infer.elbo.ELBO`); with ``vectorize_particles=False`` the traces are looped and
-    stacked, which requires every particle to have the same shapes.
+    stacked, which requires every particle to have the same shapes. A program that fails under the
+    particle plate on its first call (e.g. a ``PyroSample`` weight fed to ``nn.Linear``) falls back to
+    looped particles with a ``RuntimeWarning``.
+
+    **Checks once.** The structure of a (model, guide) pair (plate nesting, data plate, global sites) is
+    found on its first call; Pyro's validation (distribution arguments and supports, model/guide match,
+    site shapes) and the NaN check run on that first call and are skipped afterwards
+    (``validate="always"`` keeps them on every call). Later calls synchronise nothing with the host.
 
     :param int num_particles: :math:`K \ge 1` importance samples per data point.
     :param int max_plate_nesting: bound on nested plates in model and guide (without the particle
@@ -123,6 +195,9 @@ class IWAE_ELBO(ELBO):
     :param bool vectorize_particles: draw the ``K`` particles in one vectorized pass (default ``True``).
     :param str gradient_estimator: ``"standard"`` or ``"dreg"``.
     :param bool retain_graph: passed to ``backward`` in :meth:`loss_and_grads`.
+    :param str data_plate: name of the data plate (default: found from the traces).
+    :param str validate: ``"first"`` (default: Pyro's checks on the first call of each (model, guide) pair)
+        or ``"always"``.
 
     **References**
 
@@ -140,6 +215,8 @@ class IWAE_ELBO(ELBO):
         vectorize_particles=True,
         gradient_estimator="standard",
         retain_graph=None,
+        data_plate=None,
+        validate="first",
     ):
         if isinstance(num_particles, bool) or not isinstance(num_particles, numbers.Integral) or num_particles < 1:
             raise ValueError(f"num_particles must be an integer >= 1, got {num_particles!r}")
@@ -153,7 +230,14 @@ class IWAE_ELBO(ELBO):
             raise ValueError(f"max_plate_nesting must be None or an integer >= 0, got {max_plate_nesting!r}")
         if gradient_estimator not in GRADIENT_ESTIMATORS:
             raise ValueError(f"gradient_estimator must be one of {GRADIENT_ESTIMATORS}, got {gradient_estimator!r}")
+        if validate not in VALIDATE:
+            raise ValueError(f"validate must be one of {VALIDATE}, got {validate!r}")
+        if data_plate is not None and not isinstance(data_plate, str):
+            raise TypeError(f"data_plate must be a plate name (str) or None, got {type(data_plate).__name__}")
         self.gradient_estimator = gradient_estimator
+        self.data_plate = data_plate
+        self.validate = validate
+        self._setups = {}
         super().__init__(
             num_particles=int(num_particles),
             max_plate_nesting=max_plate_nesting,
@@ -161,24 +245,45 @@ class IWAE_ELBO(ELBO):
             retain_graph=retain_graph,
         )
 
-    def _guess_max_plate_nesting(self, model, guide, args, kwargs):
-        # the guess runs model and guide once; restore the RNG so that it does not shift the draws of
-        # the first real evaluation (same seed => same particles as Trace_ELBO / loss vs loss_and_grads)
+    # ----------------------------------------------------------------------------------------------
+    # structure (once per (model, guide) pair) and the one helper
+
+    def _setup(self, model, guide, args, kwargs):
+        """Plate nesting, site structure and vectorization of a (model, guide) pair, found on its first call."""
+        key = (model, guide)
+        try:
+            cached = self._setups.get(key)
+        except TypeError:  # unhashable programs: no cache
+            key, cached = None, None
+        if cached is not None:
+            return cached
+        nesting = self.max_plate_nesting
+        if nesting == float("inf"):
+            nesting = infer_max_plate_nesting(model, guide, args, kwargs)
+        # one pass without particles finds the data plate and the global latents; the RNG is restored so that
+        # the first real evaluation draws what Trace_ELBO would (same seed => same particles)
         state = get_rng_state()
         try:
-            super()._guess_max_plate_nesting(model, guide, args, kwargs)
+            with torch.no_grad():
+                pairs, _ = importance_traces(model, guide, args, kwargs, 1, nesting, vectorize=False)
         finally:
             set_rng_state(state)
-
-    def _get_traces(self, model, guide, args, kwargs):
-        if self.vectorize_particles and self.num_particles == 1:
-            # no particle plate is needed for one particle, hence no need to guess the plate nesting
-            yield self._get_trace(model, guide, args, kwargs)
-            return
-        yield from super()._get_traces(model, guide, args, kwargs)
+        model_trace, guide_trace = pairs[0]
+        self._check_traces(model_trace, guide_trace)
+        setup = _Setup(nesting, site_structure(model_trace, guide_trace, self.data_plate), self.vectorize_particles)
+        if key is not None:
+            self._setups[key] = setup
+        return setup
 
     def _get_trace(self, model, guide, args, kwargs):
-        model_trace, guide_trace = get_importance_trace("flat", self.max_plate_nesting, model, guide, args, kwargs)
+        """One unvectorized (model, guide) trace pair (the abstract hook of :class:`~pyro.infer.ELBO`)."""
+        setup = self._setup(model, guide, args, kwargs)
+        pairs, _ = importance_traces(model, guide, args, kwargs, 1, setup.nesting, False,
+                                     setup.structure.global_names)
+        return pairs[0]
+
+    @staticmethod
+    def _check_traces(model_trace, guide_trace):
         enumerated = [n for n, s in guide_trace.nodes.items() if s["type"] == "sample" and s["infer"].get("enumerate")]
         if enumerated:
             raise NotImplementedError(
@@ -195,42 +300,59 @@ class IWAE_ELBO(ELBO):
                 f"IWAE_ELBO: model latent sites {missing} are not sampled by the guide; the importance weights "
                 "need a proposal for every latent site (sample them in the guide, or observe them in the model)."
             )
-        return model_trace, guide_trace
 
-    # ----------------------------------------------------------------------------------------------
-    # the one helper
+    def _traces(self, setup, model, guide, args, kwargs, check):
+        """Particle traces, falling back once to looped particles if the programs cannot be vectorized."""
+        K, globals_ = self.num_particles, setup.structure.global_names
+        if not (setup.vectorize and K > 1) or setup.checked:
+            return importance_traces(model, guide, args, kwargs, K, setup.nesting, setup.vectorize, globals_, check)
+        try:
+            return importance_traces(model, guide, args, kwargs, K, setup.nesting, True, globals_, check)
+        except (RuntimeError, ValueError, IndexError) as error:
+            try:
+                result = importance_traces(model, guide, args, kwargs, K, setup.nesting, False, globals_, check)
+            except Exception:
+                raise error
+            warn_vectorize_fallback(error)
+            setup.vectorize = False
+            return result
 
-    def _particle_terms(self, model_trace, guide_trace, particle_index):
-        """Log weights of one (possibly vectorized) trace pair, reduced to the common plate dims."""
+    def _particle_terms(self, model_trace, guide_trace, setup, particle_index, particle_dim, first):
+        """Local log weights reduced to the kept plate dims, and the global ELBO terms, of one trace pair."""
+        structure = setup.structure
+        local = set(structure.local_names)
+        keep_dims = {f.dim for f in structure.keep} | ({particle_dim} if particle_dim is not None else set())
         sites = [s for tr in (model_trace, guide_trace) for s in tr.nodes.values() if s["type"] == "sample"]
-        frame_sets = [{f for f in s["cond_indep_stack"] if f.vectorized} for s in sites]
-        common = set.intersection(*frame_sets) if frame_sets else set()
-        keep_dims = {f.dim for f in common}
-        # the data-plate subsampling factor N / B, shared by every site
+        # the data-plate subsampling factor N / B, shared by every local site
         subsample = 1.0
-        for f in common:
+        for f in structure.keep:
             if f.full_size is not None and f.full_size != f.size:
                 subsample = subsample * f.full_size / f.size
-        relative = {id(s): _as_scale(s["scale"]) / subsample for s in sites}
+        relative = {id(s): _as_scale(s["scale"]) / subsample for s in sites if s["name"] in local}
         # any further scale shared by the observed sites (e.g. the 1/M of a corruption plate) is a
         # replication weight of each plate element: it must also act after the log-sum-exp
-        reference = [relative[id(s)] for s in model_trace.nodes.values() if s["type"] == "sample" and s["is_observed"]]
+        reference = [relative[id(s)] for s in model_trace.nodes.values()
+                     if s["type"] == "sample" and s["is_observed"] and id(s) in relative]
         reference = reference or list(relative.values())
         shared = reference[0] if reference else 1.0
         if not all(_same_scale(shared, r) for r in reference) or not _varies_only_along(shared, keep_dims):
             shared = 1.0
 
         log_w = log_w_dreg = score = 0.0
+        global_elbo = global_score = 0.0
         hooks = []
         for name, site in model_trace.nodes.items():
             if site["type"] != "sample":
+                continue
+            if name not in local:
+                global_elbo = global_elbo + _per_particle(site["log_prob"], particle_dim)
                 continue
             rel = relative[id(site)] / shared
             lp = _reduce(scale_and_mask(site["unscaled_log_prob"], rel, site["mask"]), keep_dims)
             log_w = log_w + lp
             log_w_dreg = log_w_dreg + lp
         dreg = self.gradient_estimator == "dreg"
-        reparam_values = []
+        upstream = []  # reparameterized guide draws so far (for the DReG dependence check)
         for name, site in guide_trace.nodes.items():
             if site["type"] != "sample":
                 continue
@@ -249,24 +371,34 @@ class IWAE_ELBO(ELBO):
                     f"({type(site['fn']).__name__}) has no rsample. Use gradient_estimator='standard' "
                     "(score-function gradient) or a reparameterizable distribution."
                 )
+            if name not in local:
+                lq = _per_particle(site["log_prob"], particle_dim)
+                global_elbo = global_elbo - lq
+                if has_score:
+                    global_score = global_score + lq
+                elif site["value"].requires_grad:
+                    upstream.append(site["value"])
+                continue
             rel = relative[id(site)] / shared
             lq = _reduce(scale_and_mask(site["unscaled_log_prob"], rel, site["mask"]), keep_dims)
             log_w = log_w - lq
             if has_score:
                 score = score + lq
                 log_w_dreg = log_w_dreg - lq
-            elif dreg:
+            elif dreg and not is_delta(site["fn"]):
+                # Delta sites (e.g. an autoguide's transform of its auxiliary draw) carry no parameters of
+                # their own: their log density depends on the upstream draw only and keeps its path
                 stopped = detach(site["fn"]).log_prob(site["value"], *site["args"], **site["kwargs"])
                 log_w_dreg = log_w_dreg - _reduce(scale_and_mask(stopped, rel, site["mask"]), keep_dims)
                 value = site["value"]
                 if value.requires_grad:
-                    self._check_no_latent_dependence(name, site, reparam_values)
-                    reparam_values.append(value)
+                    if first:
+                        self._check_no_latent_dependence(name, site, upstream)
+                    upstream.append(value)
                     hooks.append((particle_index, value, site["fn"].event_dim))
             else:
                 log_w_dreg = log_w_dreg - lq
-        particle_dims = [f.dim for f in common if f.name == _PARTICLE_PLATE]
-        return log_w, log_w_dreg, score, subsample * shared, hooks, (particle_dims[0] if particle_dims else None)
+        return _Terms(log_w, log_w_dreg, score, subsample * shared, hooks, global_elbo, global_score)
 
     @staticmethod
     def _check_no_latent_dependence(name, site, earlier_values):
@@ -286,83 +418,65 @@ class IWAE_ELBO(ELBO):
             )
 
     def _collect(self, model, guide, args, kwargs):
-        terms = []
-        for i, (model_trace, guide_trace) in enumerate(self._get_traces(model, guide, args, kwargs)):
-            terms.append(self._particle_terms(model_trace, guide_trace, i))
+        setup = self._setup(model, guide, args, kwargs)
+        first = not setup.checked
+        check = self.validate == "always" or first
+        pairs, pdim = self._traces(setup, model, guide, args, kwargs, check)
+        terms = [self._particle_terms(mt, gt, setup, i if pdim is None else None, pdim, first)
+                 for i, (mt, gt) in enumerate(pairs)]
+        setup.checked = True
         K = self.num_particles
-        if len(terms) == 1 and terms[0][5] is not None:  # one vectorized trace, particles at terms[0][5]
-            log_w, log_w_dreg, score, common_scale, hooks, pdim = terms[0]
+        if pdim is not None:  # one vectorized trace, particles at pdim
+            t = terms[0]
             ndim = -pdim
-            stack = [_left_pad(t, ndim) if isinstance(t, torch.Tensor) else t for t in (log_w, log_w_dreg, score)]
-            log_w, log_w_dreg, score = stack
-            hooks = [(None, v, e) for _, v, e in hooks]
+            log_w, log_w_dreg, score = [_left_pad(x, ndim) if isinstance(x, torch.Tensor) else x
+                                        for x in (t.log_w, t.log_w_dreg, t.score)]
+            global_elbo, global_score, hooks, common_scale = t.global_elbo, t.global_score, t.hooks, t.common_scale
         else:  # K looped traces (or K == 1): stack along a new dim 0
-            common_scale = terms[0][3]
-
-            def stack(j):
-                parts = [t[j] for t in terms]
-                if all(not isinstance(p, torch.Tensor) for p in parts):
-                    return parts[0] if all(p == 0 for p in parts) else torch.tensor(parts)
-                like = next(p for p in parts if isinstance(p, torch.Tensor))
-                parts = [p if isinstance(p, torch.Tensor) else like.new_tensor(p) for p in parts]
-                ndim = max(p.dim() for p in parts)
-                parts = torch.broadcast_tensors(*[_left_pad(p, ndim) for p in parts])
-                return torch.stack(parts)
-
-            log_w, log_w_dreg, score = stack(0), stack(1), stack(2)
-            hooks = [h for t in terms for h in t[4]]
+            common_scale = terms[0].common_scale
+            log_w, log_w_dreg, score = (_stack([getattr(t, f) for t in terms]) for f in ("log_w", "log_w_dreg", "score"))
+            global_elbo = _stack([t.global_elbo for t in terms])
+            global_score = _stack([t.global_score for t in terms])
+            hooks = [h for t in terms for h in t.hooks]
         if not isinstance(log_w, torch.Tensor) or log_w.shape[0] != K:
             raise RuntimeError(
                 f"IWAE_ELBO expected {K} particles along the outer dim of the log weights, got shape "
                 f"{tuple(getattr(log_w, 'shape', ()))}; check max_plate_nesting and that every site is inside "
                 "the particle plate"
             )
-        return _Particles(log_w, log_w_dreg, score, common_scale, hooks)
+        return log_w, log_w_dreg, score, common_scale, hooks, global_elbo, global_score, check
 
     def _differentiable_loss(self, model, guide, args, kwargs):
         """Single surrogate: value = -bound (summed over common plates), gradient = the chosen estimator."""
-        p = self._collect(model, guide, args, kwargs)
-        K = self.num_particles
-        log_total = torch.logsumexp(p.log_w, 0)
-        bound = log_total - math.log(K)  # (*common): per data point (and corruption)
-        # normalized weights, summing to one over particles (torch.softmax along dim 0 is much slower on CPU)
-        weights = (p.log_w - log_total).detach().exp()
+        log_w, log_w_dreg, score, common_scale, hooks, global_elbo, global_score, check = self._collect(
+            model, guide, args, kwargs)
         if self.gradient_estimator == "dreg":
-            surrogate = (weights * p.log_w_dreg).sum(0)
-            for k, value, event_dim in p.hooks:
-                self._register_dreg_hook(value, weights if k is None else weights[k], event_dim)
+            objective = iwae_objective(log_w, log_w_dreg=log_w_dreg, dreg_values=hooks)
         else:
-            surrogate = (weights * p.log_w).sum(0)
-            if isinstance(p.score, torch.Tensor):
-                surrogate = surrogate + bound.detach() * p.score.sum(0)
-        objective = (bound - surrogate).detach() + surrogate
-        loss = -(p.common_scale * objective).sum()
-        warn_if_nan(loss, "loss")
+            objective = iwae_objective(log_w, score=score)
+        total = (common_scale * objective).sum()
+        if isinstance(global_elbo, torch.Tensor):
+            # the global latents' ELBO term, one draw shared by the K particles (mean over identical copies)
+            total = total + global_elbo.mean()
+            if isinstance(global_score, torch.Tensor):
+                # score-function term of non-reparameterized global sites (zero value, gradient f * grad log q)
+                g = global_score.mean()
+                total = total + (g - g.detach()) * total.detach()
+        loss = -total
+        if check:
+            warn_if_nan(loss, "loss")
         return loss
-
-    @staticmethod
-    def _register_dreg_hook(value, weights, event_dim):
-        batch_ndim = value.dim() - event_dim
-        if weights.dim() > batch_ndim:
-            lead = weights.shape[: weights.dim() - batch_ndim]
-            if any(s != 1 for s in lead):
-                raise RuntimeError(
-                    f"gradient_estimator='dreg': a guide value of shape {tuple(value.shape)} lacks the particle "
-                    "and plate dims of the importance weights; sample every latent inside the plates"
-                )
-            weights = weights.reshape(weights.shape[weights.dim() - batch_ndim :])
-        weights = _left_pad(weights, batch_ndim)
-        weights = weights.reshape(weights.shape + (1,) * event_dim)
-        if torch.broadcast_shapes(weights.shape, value.shape) != value.shape:
-            raise RuntimeError(
-                f"gradient_estimator='dreg': guide value of shape {tuple(value.shape)} is broadcast along a plate "
-                f"of the importance weights {tuple(weights.shape)}; expand the guide distribution to the plate"
-            )
-        weights = weights.to(value.dtype)
-        value.register_hook(lambda grad: grad * weights)
 
     # ----------------------------------------------------------------------------------------------
     # public interface, all from the helper above
+
+    def __call__(self, model, guide):
+        """
+        An :class:`~pyro.infer.elbo.ELBOModule` computing this loss; modules behind bound-method programs
+        (``vae.model``, ``vae.guide``) are registered, so ``elbo(vae.model, vae.guide).parameters()`` are the
+        VAE's parameters.
+        """
+        return _ProgramsModule(model, guide, self)
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
         """

@@ -44,6 +44,13 @@ class VAE(PyroModule):
       ``"x"`` (observed, ``(B, x_dim)``), inside ``pyro.plate("data")``. With ``num_data = N`` the plate
       subsamples: the mini-batch log-likelihood is scaled by ``N / B`` (an unbiased estimate of the
       full-data bound).
+    * ``model(None, num_data=None)``: the generative route. Both sites are sampled, ``"x"`` from the
+      likelihood, in a ``pyro.plate("data", num_data)`` of ``num_data`` draws (default 1; no subsampling).
+      Prior predictive: ``Predictive(vae.model, num_samples=S)(None)`` returns ``"z"`` of shape
+      ``(S, 1, z_dim)`` and ``"x"`` of shape ``(S, 1, x_dim)``. Posterior predictive:
+      ``Predictive(vae.model, guide=vae.guide, num_samples=S)(x)`` draws ``"z"`` from the guide, and returns
+      the observed ``"x"`` unchanged (Pyro keeps observations); to resample ``"x"`` given those ``"z"``,
+      predict with ``poutine.uncondition(vae.model)``.
     * ``guide(x, num_data=None)``: site ``"z"`` from the encoder.
 
     Likelihoods (``likelihood=``): ``"bernoulli"``, ``"normal"`` (fixed imaginary σ), ``"laplace"``
@@ -99,7 +106,14 @@ class VAE(PyroModule):
         return x
 
     @pyro_method
-    def model(self, x, num_data=None):
+    def model(self, x=None, num_data=None):
+        if x is None:  # generative route: prior and likelihood, for pyro.infer.Predictive
+            p = next(self.parameters())
+            num = 1 if num_data is None else int(num_data)
+            with pyro.plate("data", num):
+                zeros = torch.zeros(num, self.z_dim, dtype=p.dtype, device=p.device)
+                z = pyro.sample("z", dist.Normal(zeros, 1.0).to_event(1))
+                return self.likelihood(self.decoder(z), None)
         x = self._check(x)
         with self._plate(x, num_data):
             zeros = x.new_zeros(x.shape[:-1] + (self.z_dim,))

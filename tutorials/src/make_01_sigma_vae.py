@@ -99,7 +99,7 @@ data plate that subsamples a mini-batch of 64 out of N = 60 000 points.
 code(r"""
 s1, s2 = 0.2, 0.5
 beta = equivalent_beta(s1, s2)                     # (s2 / s1) ** 2 = 6.25
-c = bound_constant(s1, s2, event_dim=784)          # per data point
+c = bound_constant(s1, s2, num_dims=784)           # per data point
 vae1 = SigmaVAE(s1).double()
 vae2 = SigmaVAE(s2).double()
 vae2.load_state_dict(vae1.state_dict())            # identical networks

@@ -1,0 +1,426 @@
+r"""
+The one importance-weight core: traces of a (model, guide) pair of Pyro programs with ``K`` particles, the
+plate structure that tells data points, replicate (corruption) copies and global latents apart, and the log
+importance weights
+
+.. math::
+
+    \log w_k = \log p(x, z_k) - \log q(z_k \mid x), \qquad z_k \sim q(z \mid x),
+
+reduced to one value per particle and data point. :class:`~pyro_noisevae.infer.IWAE_ELBO`, the evaluation
+tools (:func:`~pyro_noisevae.evaluation.importance_estimate`, ``iwae_bound``, ``iw_svi``, ``inference_gaps``),
+:class:`~pyro_noisevae.empirical_bayes.ELBOEnergy` and the library VAE's closed-form loss all stand on the
+functions here; :func:`iwae_objective` is the single implementation of the IWAE value/gradient surrogate
+(standard and doubly-reparameterized).
+
+Vocabulary:
+
+* the **data plate** indexes data points: named by the caller, or found as the plate common to every sample
+  site (or, when global latents exist, the plate common to every observed site);
+* **local** sites lie inside the data plate, **global** sites outside it (e.g. regression weights). Global
+  latents are drawn **once** per evaluation and shared by all ``K`` particles, so that the local importance
+  weights of different particles condition on the same globals;
+* a **replicate plate** is a plate whose elements are independent copies of the same proposal, e.g. the
+  ``M`` corruptions of a :class:`~pyro_noisevae.guides.DenoisingGuide` (its sites carry
+  ``infer["replicate_plate"]``). Training objectives average over its elements; log-likelihood estimates
+  pool them with the particles (``M x K`` importance samples of the same :math:`p(x)`).
+"""
+
+import math
+import numbers
+import warnings
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.distributions import Delta
+from pyro.distributions.util import scale_and_mask
+from pyro.infer.util import is_validation_enabled
+from pyro.poutine.trace_struct import Trace
+from pyro.poutine.util import prune_subsample_sites, site_is_subsample
+from pyro.util import check_model_guide_match, check_site_shape, get_rng_state, set_rng_state
+
+__all__ = [
+    "PARTICLE_PLATE",
+    "SiteStructure",
+    "importance_traces",
+    "infer_max_plate_nesting",
+    "iwae_objective",
+    "per_point_log_weights",
+    "register_dreg_hook",
+    "site_structure",
+]
+
+#: name of the outer plate that vectorizes particles (the one :class:`pyro.infer.ELBO` uses)
+PARTICLE_PLATE = "num_particles_vectorized"
+#: key of ``msg["infer"]`` naming the replicate plate a site runs in (set by denoising guides)
+REPLICATE_KEY = "replicate_plate"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# traces
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _sample_sites(trace):
+    return [(name, site) for name, site in trace.nodes.items() if site["type"] == "sample"]
+
+
+def _plates(site):
+    return frozenset(f for f in site["cond_indep_stack"] if f.vectorized and f.name != PARTICLE_PLATE)
+
+
+def infer_max_plate_nesting(model, guide, args, kwargs):
+    """
+    Run ``guide`` and ``model`` once (no particles, no gradient) and return the number of nested plate dims
+    they use (at least 1 when any plate exists, else 0). The global RNG state is restored, so the probe does
+    not shift the draws of the evaluation that follows.
+    """
+    state = get_rng_state()
+    try:
+        with torch.no_grad(), poutine.block():
+            guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    finally:
+        set_rng_state(state)
+    dims = [
+        -f.dim
+        for tr in (model_trace, guide_trace)
+        for _, s in _sample_sites(tr)
+        for f in s["cond_indep_stack"]
+        if f.vectorized and f.dim is not None
+    ]
+    return max(dims, default=0)
+
+
+def _global_trace(guide, args, kwargs, global_names):
+    """One draw of the guide's global sites (a :class:`Trace` holding only them), for replay."""
+    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    kept = Trace()
+    for name in global_names:
+        if name in guide_trace.nodes:
+            kept.add_node(name, **guide_trace.nodes[name])
+    return kept
+
+
+def _trace_pair(model, guide, args, kwargs, max_plate_nesting, check):
+    """:func:`pyro.infer.enum.get_importance_trace` with this library's errors first: every model latent needs
+    a proposal, every non-auxiliary guide site a model site."""
+    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    if check:
+        missing = [n for n, s in _sample_sites(model_trace)
+                   if not s["is_observed"] and not site_is_subsample(s) and n not in guide_trace.nodes]
+        if missing:
+            raise ValueError(
+                f"model latent sites {missing} are not sampled by the guide; importance weights need a proposal for "
+                "every latent (sample them in the guide, or observe them in the model)")
+        extra = [n for n, s in _sample_sites(guide_trace)
+                 if not s["is_observed"] and not site_is_subsample(s) and not s["infer"].get("is_auxiliary")
+                 and n not in model_trace.nodes]
+        if extra:
+            raise ValueError(
+                f"guide sites {extra} do not appear in the model; the guide must propose model latents only (mark "
+                "helper draws infer={'is_auxiliary': True})")
+        if is_validation_enabled():
+            check_model_guide_match(model_trace, guide_trace, max_plate_nesting)
+    guide_trace = prune_subsample_sites(guide_trace)
+    model_trace = prune_subsample_sites(model_trace)
+    model_trace.compute_log_prob()
+    guide_trace.compute_score_parts()
+    if check and is_validation_enabled():
+        for trace in (model_trace, guide_trace):
+            for _, site in _sample_sites(trace):
+                check_site_shape(site, max_plate_nesting)
+    return model_trace, guide_trace
+
+
+def importance_traces(
+    model, guide, args, kwargs, num_particles, max_plate_nesting, vectorize=True, global_names=(), check=True
+):
+    r"""
+    Traces of ``guide`` and of ``model`` replayed against it, with ``K = num_particles`` particles: one
+    pair under an outer ``pyro.plate(PARTICLE_PLATE, K, dim=-(max_plate_nesting + 1))`` (``vectorize``), or
+    ``K`` looped pairs. Sites named in ``global_names`` are drawn **once** from the guide and replayed into
+    every particle. Log densities and score parts are computed (as in
+    :func:`pyro.infer.enum.get_importance_trace`), subsample sites pruned. With ``check`` the model/guide
+    match is checked and Pyro's validation (distribution arguments, supports, site shapes) runs if enabled;
+    without it, the programs run with Pyro's validation off (the per-step cost of training loops).
+
+    :returns: ``(pairs, particle_dim)``: a list of ``(model_trace, guide_trace)`` and the particle dim
+        (``None`` for looped particles, or ``K = 1`` without a particle plate).
+    """
+    validate = check and is_validation_enabled()
+    with pyro.validation_enabled(validate):
+        replay = _global_trace(guide, args, kwargs, global_names) if global_names else None
+        run_guide = guide if replay is None else poutine.replay(guide, trace=replay)
+        if vectorize and num_particles > 1:
+            dim = -(max_plate_nesting + 1)
+            plate = pyro.plate(PARTICLE_PLATE, num_particles, dim=dim)
+            pair = _trace_pair(plate(model), plate(run_guide), args, kwargs, max_plate_nesting + 1, check)
+            return [pair], dim
+        pairs = [_trace_pair(model, run_guide, args, kwargs, max_plate_nesting, check) for _ in range(num_particles)]
+    return pairs, None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# structure: data plate, local and global sites, replicate plates
+# ----------------------------------------------------------------------------------------------------------
+
+
+class SiteStructure:
+    """
+    The plate structure of a traced (model, guide) pair.
+
+    :ivar data_frame: the data plate's frame (``None`` when no plate holds the data).
+    :ivar frozenset keep: plates common to every local site (the data plate and, e.g., a corruption plate):
+        the dims an IWAE log-sum-exp keeps.
+    :ivar frozenset replicate: names of replicate plates among ``keep``.
+    :ivar tuple global_names: latent sites outside the data plate (model order), drawn once per evaluation.
+    :ivar tuple local_names: sample sites inside it.
+    """
+
+    def __init__(self, data_frame, keep, replicate, global_names, local_names):
+        self.data_frame = data_frame
+        self.keep = frozenset(keep)
+        self.replicate = frozenset(replicate)
+        self.global_names = tuple(global_names)
+        self.local_names = tuple(local_names)
+
+    def __repr__(self):
+        name = None if self.data_frame is None else self.data_frame.name
+        return (f"SiteStructure(data_plate={name!r}, keep={sorted(f.name for f in self.keep)}, "
+                f"replicate={sorted(self.replicate)}, global={list(self.global_names)})")
+
+
+def site_structure(model_trace, guide_trace, data_plate=None):
+    """
+    Classify the sample sites of a traced pair (see :class:`SiteStructure`). The data plate is ``data_plate``
+    when named; otherwise the plates common to every sample site (no global latents), or the one plate common
+    to every observed site (global latents present; when several plates qualify and exactly one subsamples,
+    that one).
+
+    :raises ValueError: when no data plate can be found, or several qualify (name it with ``data_plate=``).
+    """
+    sites = [(n, s) for tr in (model_trace, guide_trace) for n, s in _sample_sites(tr)
+             if s["type"] == "sample" and not _is_subsample(s)]
+    if not sites:
+        raise ValueError("model and guide have no sample sites: there is nothing to evaluate")
+    all_plates = {f for _, s in sites for f in _plates(s)}
+    if data_plate is not None:
+        frames = [f for f in all_plates if f.name == data_plate]
+        if not frames:
+            raise ValueError(f"no plate named {data_plate!r} in model or guide (plates found: "
+                             f"{sorted({f.name for f in all_plates})})")
+        data_frames = {frames[0]}
+    else:
+        common = frozenset.intersection(*(_plates(s) for _, s in sites))
+        if common:
+            data_frames = set(common)
+        else:
+            observed = [s for _, s in _sample_sites(model_trace) if s["is_observed"] and not _is_subsample(s)]
+            obs_common = frozenset.intersection(*(_plates(s) for s in observed)) if observed else frozenset()
+            if not obs_common:
+                # no plate over data points: the whole program is one datum (every site local, nothing kept)
+                names = list(dict.fromkeys(n for n, _ in sites))
+                return SiteStructure(None, frozenset(), frozenset(), (), names)
+            if len(obs_common) > 1:
+                subsampled = [f for f in obs_common if f.full_size is not None and f.full_size != f.size]
+                if len(subsampled) != 1:
+                    raise ValueError(f"several plates {sorted(f.name for f in obs_common)} hold every observed site; "
+                                     "say which one indexes data points with data_plate=")
+                obs_common = frozenset(subsampled)
+            data_frames = set(obs_common)
+    # local: in (one of) the data plate(s); global: the rest
+    local, global_names, seen = [], [], set()
+    for name, site in sites:
+        if name in seen:
+            continue
+        seen.add(name)
+        if data_frames & _plates(site):
+            local.append(name)
+        elif not site["is_observed"]:
+            global_names.append(name)
+        else:
+            raise ValueError(f"observed site {name!r} lies outside the data plate "
+                             f"{sorted(f.name for f in data_frames)}")
+    local_plates = [_plates(s) for n, s in sites if n in set(local)]
+    keep = frozenset.intersection(*local_plates) if local_plates else frozenset(data_frames)
+    replicate = {s["infer"].get(REPLICATE_KEY) for n, s in sites if s["infer"].get(REPLICATE_KEY)}
+    replicate = {r for r in replicate if any(f.name == r for f in keep)}
+    data_frame = next(iter(f for f in keep if f.name not in replicate and f in data_frames), None)
+    if data_frame is None:
+        data_frame = next(iter(data_frames))
+    return SiteStructure(data_frame, keep, replicate, global_names, local)
+
+
+def _is_subsample(site):
+    return site_is_subsample(site)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# per-data-point log weights (unscaled: evaluation, local refits, energies)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _reduce_to(lp, ndim, keep_dims):
+    """Sum ``lp`` (batch dims right-aligned in ``ndim`` dims) over every dim not in ``keep_dims``; left-pad."""
+    lp = lp.reshape((1,) * (ndim - lp.dim()) + lp.shape)
+    other = [d for d in range(-ndim, 0) if d not in keep_dims and lp.shape[d] != 1]
+    return lp.sum(other, keepdim=True) if other else lp
+
+
+def per_point_log_weights(model_trace, guide_trace, structure, max_plate_nesting, particle_dim, num_particles,
+                          scaled=False):
+    r"""
+    Log weights of one traced pair, one per importance sample and data point: shape ``(S, B)`` with
+    :math:`S = K \times M` (``K`` particles times the size ``M`` of any replicate plate, whose copies are pooled
+    as further importance samples) and ``B`` the size of the data plate:
+
+    .. math::
+
+        \log w_{sb} = \sum_{\text{model sites } i} \log p_i - \sum_{\text{guide sites } j} \log q_j ,
+
+    each site's log density summed over every batch dim but the particle, replicate and data dims.
+    Unscaled by default (``poutine.scale``, β and subsampling factors ignored, ``poutine.mask`` honoured);
+    with ``scaled=True`` each site keeps its scale. Global latents are refused: they couple the data points,
+    so :math:`\log p(x)` has no per-point terms.
+
+    :raises ValueError: for global latent sites, or NaN weights.
+    """
+    if structure.data_frame is None:
+        raise ValueError(
+            "no plate over data points holds the observed sites; a per-data-point log weight needs the data in a "
+            "pyro.plate that contains every local sample site (name it with data_plate= if there are several)")
+    if structure.global_names:
+        raise ValueError(
+            f"latent sites {list(structure.global_names)} are global (outside the data plate "
+            f"{structure.data_frame.name!r}): they couple the data points, so log p(x) does not split into "
+            "per-point terms. Condition on the global latents (pyro.condition / poutine.condition) to evaluate "
+            "the conditional model per point, or train and compare with IWAE_ELBO, which bounds the joint "
+            "evidence with an ELBO term for the globals.")
+    ndim = max_plate_nesting + 1
+    frame = structure.data_frame
+    rep_dims = sorted(f.dim for f in structure.keep if f.name in structure.replicate)
+    keep = {frame.dim, *rep_dims} | ({particle_dim} if particle_dim is not None else set())
+    log_w = 0.0
+    for sign, trace in ((1.0, model_trace), (-1.0, guide_trace)):
+        for name, site in _sample_sites(trace):
+            lp = site["log_prob"] if scaled else scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"])
+            if not isinstance(lp, torch.Tensor):
+                raise TypeError(f"site {name!r}: log_prob returned {type(lp).__name__}, expected a tensor")
+            if lp.dim() > ndim:
+                raise ValueError(
+                    f"site {name!r} has batch shape {tuple(lp.shape)}, more dims than the plates declare "
+                    f"({max_plate_nesting}); declare its batch dims with pyro.plate or .to_event()")
+            log_w = log_w + sign * _reduce_to(lp, ndim, keep)
+    if not isinstance(log_w, torch.Tensor):
+        raise ValueError("model and guide have no sample sites with log densities to weigh")
+    # (..., K?, ..., M?, ..., B) -> (K * M, B): expand the kept dims to their sizes, move them to the front
+    sizes = {frame.dim: frame.size}
+    sizes.update({f.dim: f.size for f in structure.keep if f.name in structure.replicate})
+    if particle_dim is not None:
+        sizes[particle_dim] = num_particles
+    order = ([particle_dim] if particle_dim is not None else []) + rep_dims + [frame.dim]
+    target = list(log_w.shape)
+    for d, size in sizes.items():
+        target[ndim + d] = size
+    log_w = log_w.expand(target)
+    perm = [ndim + d for d in order] + [ndim + d for d in range(-ndim, 0) if d not in order]
+    log_w = log_w.permute(perm).reshape([sizes[d] for d in order])
+    return log_w.reshape(-1, frame.size)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the IWAE surrogate (value = bound, gradient = standard or DReG estimator)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _left_pad(tensor, ndim):
+    return tensor.reshape((1,) * (ndim - tensor.dim()) + tensor.shape)
+
+
+def register_dreg_hook(value, weights, event_dim):
+    r"""
+    Multiply the gradient reaching the reparameterized draw ``value`` by its normalized importance weight
+    :math:`\tilde w_k` (the second factor of DReG's :math:`\tilde w_k^2`). ``weights`` has the particle and
+    kept plate dims of the log weights; it is aligned to ``value``'s batch dims (``event_dim`` rightmost
+    dims are the event).
+    """
+    batch_ndim = value.dim() - event_dim
+    if weights.dim() > batch_ndim:
+        lead = weights.shape[: weights.dim() - batch_ndim]
+        if any(s != 1 for s in lead):
+            raise RuntimeError(
+                f"gradient_estimator='dreg': a guide value of shape {tuple(value.shape)} lacks the particle "
+                "and plate dims of the importance weights; sample every latent inside the plates")
+        weights = weights.reshape(weights.shape[weights.dim() - batch_ndim:])
+    weights = _left_pad(weights, batch_ndim)
+    weights = weights.reshape(weights.shape + (1,) * event_dim)
+    if torch.broadcast_shapes(weights.shape, value.shape) != value.shape:
+        raise RuntimeError(
+            f"gradient_estimator='dreg': guide value of shape {tuple(value.shape)} is broadcast along a plate "
+            f"of the importance weights {tuple(weights.shape)}; expand the guide distribution to the plate")
+    weights = weights.to(value.dtype)
+    value.register_hook(lambda grad: grad * weights)
+
+
+def iwae_objective(log_w, log_w_dreg=None, dreg_values=(), score=None):
+    r"""
+    The importance-weighted bound of ``K`` particles along dim 0, as one differentiable surrogate whose value
+    is the bound and whose gradient is the chosen estimator (Burda et al. 2016; Tucker et al. 2019):
+
+    .. math::
+
+        \mathcal L_K = \log \frac1K \sum_{k=1}^K w_k, \qquad
+        \nabla \mathcal L_K = \sum_k \tilde w_k \nabla \log w_k \;\; (\text{standard}), \qquad
+        \tilde w_k = w_k / \textstyle\sum_j w_j .
+
+    * standard: pass ``log_w`` only (plus ``score``, the summed :math:`\log q` of non-reparameterized guide
+      sites, for the score-function term :math:`\mathcal L_K \sum_k \nabla \log q(z_k)`);
+    * DReG: pass ``log_w_dreg`` (the same values with :math:`\log q` evaluated at stopped guide parameters)
+      and ``dreg_values``, a list of ``(k, z, event_dim)`` of reparameterized draws (``k`` the particle index
+      for looped particles, or ``None`` when ``z`` carries the particle dim): the guide gradient becomes
+      :math:`\sum_k \tilde w_k^2\, \partial \log w_k / \partial z_k \cdot \partial z_k / \partial \phi`.
+
+    :param torch.Tensor log_w: ``(K, *batch)`` log weights.
+    :returns: ``(*batch)`` tensor: value :math:`\mathcal L_K`, gradient the estimator.
+    """
+    K = log_w.shape[0]
+    log_total = torch.logsumexp(log_w, 0)
+    bound = log_total - math.log(K)
+    # normalized weights (torch.softmax along dim 0 is much slower on CPU)
+    weights = (log_w - log_total).detach().exp()
+    if log_w_dreg is not None:
+        surrogate = (weights * log_w_dreg).sum(0)
+        for k, value, event_dim in dreg_values:
+            register_dreg_hook(value, weights if k is None else weights[k], event_dim)
+    else:
+        surrogate = (weights * log_w).sum(0)
+        if isinstance(score, torch.Tensor):
+            surrogate = surrogate + bound.detach() * score.sum(0)
+    return (bound - surrogate).detach() + surrogate
+
+
+def check_positive_int(value, name, allow_none=False):
+    """``value`` as an ``int >= 1`` (or ``None`` when allowed); ``ValueError`` naming ``name`` otherwise."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        extra = " or None" if allow_none else ""
+        raise ValueError(f"{name} must be an integer >= 1{extra}, got {value!r}")
+    return int(value)
+
+
+def is_delta(fn):
+    """True for a (possibly ``.to_event``-wrapped) :class:`~pyro.distributions.Delta` guide site."""
+    while hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    return isinstance(fn, Delta)
+
+
+def warn_vectorize_fallback(error):
+    warnings.warn(
+        f"the programs failed under a vectorized particle plate ({type(error).__name__}: {error}); falling back to "
+        "looped particles (pass vectorize_particles=False to choose this explicitly)", RuntimeWarning, stacklevel=3)
+
