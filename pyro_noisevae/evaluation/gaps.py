@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from .iw_svi import _check_float, fit_local_guide
+from .iw_svi import _check_float, amortized_pair, fit_local_guide
 from .log_likelihood import (
     _check_nesting,
     _check_positive_int,
@@ -142,6 +142,7 @@ def inference_gaps(
     :rtype: InferenceGaps
     """
     _check_programs(model, guide)
+    model, guide = amortized_pair(model, guide)
     num_samples = _check_positive_int(num_samples, "num_samples")
     elbo_samples = _check_positive_int(elbo_samples, "elbo_samples")
     batch_size = _check_positive_int(batch_size, "batch_size", allow_none=True)

@@ -49,11 +49,14 @@ class _LocalGaussianMessenger(Messenger):
             return
         loc, log_scale, event_dim = self.params[msg["name"]]
         fn = msg["fn"]
-        if tuple(fn.batch_shape + fn.event_shape) != tuple(loc.shape):
+        shape = tuple(fn.batch_shape + fn.event_shape)
+        # leading dims beyond the fitted shape are particle dims (a site conditioned on an earlier draw, e.g.
+        # q(z1 | z2, x), carries them): the per-point Gaussian replaces it for every particle
+        if len(shape) < loc.dim() or shape[len(shape) - loc.dim():] != tuple(loc.shape):
             raise ValueError(
                 f"LocalGaussianGuide: site {msg['name']!r} was fitted with per-point parameters of shape "
                 f"{tuple(loc.shape)} but is now called with batch_shape + event_shape "
-                f"{tuple(fn.batch_shape + fn.event_shape)}; a local guide only applies to the data it was fitted on"
+                f"{shape}; a local guide only applies to the data it was fitted on"
             )
         msg["fn"] = dist.Normal(loc, log_scale.exp()).to_event(event_dim)
 
@@ -95,6 +98,13 @@ class LocalGaussianGuide:
 
         :raises ValueError: for a non-Gaussian guide site.
         """
+        from pyro.infer.autoguide import AutoGuide
+
+        if isinstance(guide, AutoGuide):
+            raise ValueError(
+                f"the guide is a {type(guide).__name__}, whose parameters are already per data point: IW-SVI refines "
+                "an AMORTIZED guide q(z | x) point by point. Fit the autoguide (its optimum is the per-point refit) "
+                "and evaluate it with log_likelihood / importance_estimate instead.")
         state = get_rng_state()  # the draws of this trace are discarded: keep the caller's random stream intact
         try:
             trace = poutine.trace(guide).get_trace(*args, **kwargs)
@@ -135,6 +145,19 @@ class LocalGaussianGuide:
     def __call__(self, *args, **kwargs):
         with _LocalGaussianMessenger(self.params):
             return self.guide(*args, **kwargs)
+
+
+def amortized_pair(model, guide):
+    """
+    The (model, guide) whose amortized guide IW-SVI and the gap decomposition refine: a
+    :class:`~pyro_noisevae.guides.DenoisingGuide` is replaced by the guide it wraps (the encoder on clean data, as
+    amortized inference regularization evaluates it) and its model unwrapped from the corruption plate.
+    """
+    from ..guides import DenoisingGuide
+
+    if isinstance(guide, DenoisingGuide):
+        return guide.unwrap_model(model), guide.base_guide
+    return model, guide
 
 
 def _check_float(value, name, low=0.0, high=math.inf, closed_high=True):
@@ -188,6 +211,7 @@ def fit_local_guide(
     :rtype: LocalGaussianGuide
     """
     _check_programs(model, guide)
+    model, guide = amortized_pair(model, guide)
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     num_particles = _check_positive_int(num_particles, "num_particles")
@@ -274,6 +298,7 @@ def iw_svi_estimate(
     :rtype: ~pyro_noisevae.evaluation.ImportanceEstimate
     """
     _check_programs(model, guide)
+    model, guide = amortized_pair(model, guide)
     batch_size = _check_positive_int(batch_size, "batch_size", allow_none=True)
     max_plate_nesting = _check_nesting(max_plate_nesting)
     chunks = list(_data_chunks(args, kwargs, data_arg, batch_size))

@@ -12,7 +12,14 @@ from pyro.poutine.util import prune_subsample_sites
 from pyro.util import get_rng_state, set_rng_state
 from tqdm.auto import tqdm
 
-from ..infer.importance import importance_traces, infer_max_plate_nesting, per_point_log_weights, site_structure
+from ..infer.importance import (
+    SetSubsample,
+    check_local,
+    importance_traces,
+    infer_max_plate_nesting,
+    per_point_log_weights,
+    site_structure,
+)
 
 __all__ = ["ImportanceEstimate", "importance_estimate", "iwae_bound", "log_likelihood", "summarize"]
 
@@ -129,8 +136,8 @@ class _Chunk:
         self.valid = num_rows if valid is None else valid  # leading rows that are real (the rest is padding)
 
 
-def _data_plate_frame(model, guide, args, kwargs, data_plate):
-    """The data plate's frame, from one probe trace of guide and model (RNG restored)."""
+def _probe_structure(model, guide, args, kwargs, data_plate):
+    """The site structure of one probe trace of guide and model, without particles (RNG restored)."""
     state = get_rng_state()
     try:
         with torch.no_grad(), poutine.block():
@@ -138,7 +145,13 @@ def _data_plate_frame(model, guide, args, kwargs, data_plate):
             model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
     finally:
         set_rng_state(state)
-    structure = site_structure(prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace), data_plate)
+    return site_structure(prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace), data_plate)
+
+
+def _data_plate_frame(model, guide, args, kwargs, data_plate):
+    """The data plate's frame, from one probe trace of guide and model (RNG restored)."""
+    structure = _probe_structure(model, guide, args, kwargs, data_plate)
+    check_local(structure)
     if structure.data_frame is None:
         raise ValueError(
             "no plate over data points holds the observed sites; put them in a pyro.plate (name it with data_plate=)")
@@ -160,7 +173,7 @@ def _subsample_chunks(model, guide, args, kwargs, data_plate, batch_size):
     for start in range(0, num, size):
         stop = min(start + size, num)
         index = torch.arange(start, start + size, device=device) % num  # pad the last chunk by wrapping around
-        wrap = (lambda idx: lambda fn: poutine.condition(fn, data={frame.name: idx}))(index)
+        wrap = (lambda idx: lambda fn: SetSubsample({frame.name: idx})(fn))(index)
         chunks.append(_Chunk(slice(start, stop), args, kwargs, size, wrap, valid=stop - start))
     return chunks, frame.name
 
@@ -312,6 +325,8 @@ def _log_weight_pass(model, guide, args, kwargs, data_arg, data_plate, max_plate
     def traced(chunk, num_particles, first):
         m, g = chunk.wrap(model), chunk.wrap(guide)
         if nesting[0] is None:
+            # global latents would break the vectorized pass in the user's code: refuse them first, clearly
+            check_local(_probe_structure(m, g, chunk.args, chunk.kwargs, data_plate))
             nesting[0] = max(1, infer_max_plate_nesting(m, g, chunk.args, chunk.kwargs))
         return _per_point_log_weights(m, g, chunk.args, chunk.kwargs, num_particles, nesting[0], data_plate,
                                       chunk.num_rows, check=first)

@@ -298,6 +298,16 @@ class DenoisingGuide(torch.nn.Module):
         ), _ReplicateMessenger(self.plate_name):
             return self._guide(*args, **kwargs)
 
+    @property
+    def base_guide(self):
+        """The wrapped guide, which sees clean inputs when called directly (evaluation of the amortized q(z | x))."""
+        return self._guide
+
+    @staticmethod
+    def unwrap_model(model):
+        """The model inside a :meth:`wrap_model` wrapper (``model`` itself otherwise)."""
+        return model._model if isinstance(model, _CorruptionPlateModel) else model
+
     def wraps(self, model):
         """True if ``model`` is this guide's :meth:`wrap_model` of some model (it runs in the corruption plate)."""
         return isinstance(model, _CorruptionPlateModel) and model._plate_args == (

@@ -36,13 +36,15 @@ from pyro import poutine
 from pyro.distributions import Delta
 from pyro.distributions.util import scale_and_mask
 from pyro.infer.util import is_validation_enabled
-from pyro.poutine.trace_struct import Trace
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from pyro.util import check_model_guide_match, check_site_shape, get_rng_state, set_rng_state
 
 __all__ = [
     "PARTICLE_PLATE",
+    "SetSubsample",
     "SiteStructure",
+    "check_local",
     "importance_traces",
     "infer_max_plate_nesting",
     "iwae_objective",
@@ -93,21 +95,56 @@ def infer_max_plate_nesting(model, guide, args, kwargs):
     return max(dims, default=0)
 
 
-def _global_trace(guide, args, kwargs, global_names):
-    """One draw of the guide's global sites (a :class:`Trace` holding only them), for replay."""
+def _global_draw(guide, args, kwargs, global_names):
+    """One draw of the guide's global sites: ``{name: value}``."""
     guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-    kept = Trace()
-    for name in global_names:
-        if name in guide_trace.nodes:
-            kept.add_node(name, **guide_trace.nodes[name])
-    return kept
+    return {name: guide_trace.nodes[name]["value"] for name in global_names if name in guide_trace.nodes}
 
 
-def _trace_pair(model, guide, args, kwargs, max_plate_nesting, check):
+class _ReplayGlobals(Messenger):
+    """
+    Replay one draw of the global sites into every particle, unexpanded: the user's code sees a global of its
+    declared shape (e.g. a weight matrix for ``nn.Linear``), and its log density broadcasts over the particles.
+    """
+
+    def __init__(self, values):
+        super().__init__()
+        self.values = values
+
+    def _pyro_sample(self, msg):
+        value = self.values.get(msg["name"])
+        if value is None or msg["is_observed"]:
+            return
+        msg["value"] = value
+        msg["done"] = True
+
+
+class SetSubsample(Messenger):
+    """Set the subsample indices of named plates (``{plate name: index tensor}``), leaving the draws unobserved:
+    shares one mini-batch between looped particles, or walks an evaluation through the data plate in chunks."""
+
+    def __init__(self, indices):
+        super().__init__()
+        self.indices = dict(indices)
+
+    def _pyro_sample(self, msg):
+        if site_is_subsample(msg) and msg["name"] in self.indices:
+            msg["value"] = self.indices[msg["name"]]
+            msg["done"] = True
+
+
+def _subsample_indices(*traces):
+    return {n: s["value"] for tr in traces for n, s in tr.nodes.items() if s["type"] == "sample" and site_is_subsample(s)}
+
+
+def _trace_pair(model, guide, args, kwargs, max_plate_nesting, check, match=True, indices=None):
     """:func:`pyro.infer.enum.get_importance_trace` with this library's errors first: every model latent needs
-    a proposal, every non-auxiliary guide site a model site."""
+    a proposal, every non-auxiliary guide site a model site. Returns the pair and the plates' subsample indices."""
+    if indices:
+        model, guide = SetSubsample(indices)(model), SetSubsample(indices)(guide)
     guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    drawn = _subsample_indices(guide_trace, model_trace)
     if check:
         missing = [n for n, s in _sample_sites(model_trace)
                    if not s["is_observed"] and not site_is_subsample(s) and n not in guide_trace.nodes]
@@ -122,7 +159,7 @@ def _trace_pair(model, guide, args, kwargs, max_plate_nesting, check):
             raise ValueError(
                 f"guide sites {extra} do not appear in the model; the guide must propose model latents only (mark "
                 "helper draws infer={'is_auxiliary': True})")
-        if is_validation_enabled():
+        if match and is_validation_enabled():
             check_model_guide_match(model_trace, guide_trace, max_plate_nesting)
     guide_trace = prune_subsample_sites(guide_trace)
     model_trace = prune_subsample_sites(model_trace)
@@ -132,7 +169,7 @@ def _trace_pair(model, guide, args, kwargs, max_plate_nesting, check):
         for trace in (model_trace, guide_trace):
             for _, site in _sample_sites(trace):
                 check_site_shape(site, max_plate_nesting)
-    return model_trace, guide_trace
+    return (model_trace, guide_trace), drawn
 
 
 def importance_traces(
@@ -152,14 +189,22 @@ def importance_traces(
     """
     validate = check and is_validation_enabled()
     with pyro.validation_enabled(validate):
-        replay = _global_trace(guide, args, kwargs, global_names) if global_names else None
-        run_guide = guide if replay is None else poutine.replay(guide, trace=replay)
+        values = _global_draw(guide, args, kwargs, global_names) if global_names else {}
         if vectorize and num_particles > 1:
             dim = -(max_plate_nesting + 1)
             plate = pyro.plate(PARTICLE_PLATE, num_particles, dim=dim)
-            pair = _trace_pair(plate(model), plate(run_guide), args, kwargs, max_plate_nesting + 1, check)
+            run_guide = plate(guide) if not values else _ReplayGlobals(values)(plate(guide))
+            # an unexpanded global draw differs in shape from its particle-broadcast site by design: Pyro's
+            # model/guide shape match is then left to the unvectorized pass that found the globals
+            pair, _ = _trace_pair(plate(model), run_guide, args, kwargs, max_plate_nesting + 1, check, match=not values)
             return [pair], dim
-        pairs = [_trace_pair(model, run_guide, args, kwargs, max_plate_nesting, check) for _ in range(num_particles)]
+        run_guide = guide if not values else _ReplayGlobals(values)(guide)
+        # looped particles share the first particle's mini-batch (a vectorized plate draws its indices once)
+        pairs, indices = [], None
+        for _ in range(num_particles):
+            pair, drawn = _trace_pair(model, run_guide, args, kwargs, max_plate_nesting, check, indices=indices)
+            pairs.append(pair)
+            indices = drawn if indices is None else indices
     return pairs, None
 
 
@@ -173,6 +218,8 @@ class SiteStructure:
     The plate structure of a traced (model, guide) pair.
 
     :ivar data_frame: the data plate's frame (``None`` when no plate holds the data).
+    :ivar frozenset keep_names: names of the plates common to every local site (sizes change between calls:
+        use :meth:`frames` to read a trace's frames)
     :ivar frozenset keep: plates common to every local site (the data plate and, e.g., a corruption plate):
         the dims an IWAE log-sum-exp keeps.
     :ivar frozenset replicate: names of replicate plates among ``keep``.
@@ -183,9 +230,20 @@ class SiteStructure:
     def __init__(self, data_frame, keep, replicate, global_names, local_names):
         self.data_frame = data_frame
         self.keep = frozenset(keep)
+        self.keep_names = frozenset(f.name for f in keep)
         self.replicate = frozenset(replicate)
         self.global_names = tuple(global_names)
         self.local_names = tuple(local_names)
+
+    def frames(self, traces):
+        """The kept plates' frames as they occur in ``traces`` (their sizes may differ from the probe's)."""
+        found = {}
+        for trace in traces:
+            for _, site in _sample_sites(trace):
+                for f in _plates(site):
+                    if f.name in self.keep_names:
+                        found[f.name] = f
+        return frozenset(found.values())
 
     def __repr__(self):
         name = None if self.data_frame is None else self.data_frame.name
@@ -270,6 +328,21 @@ def _reduce_to(lp, ndim, keep_dims):
     return lp.sum(other, keepdim=True) if other else lp
 
 
+def check_local(structure):
+    """
+    Refuse a structure with global latents for per-data-point tools (log-likelihood, IW-SVI, gaps, energies).
+
+    :raises ValueError: naming the global sites and the fix.
+    """
+    if structure.global_names:
+        raise ValueError(
+            f"latent sites {list(structure.global_names)} are global (outside the data plate "
+            f"{structure.data_frame.name!r}): they couple the data points, so log p(x) does not split into "
+            "per-point terms. Condition on the global latents (pyro.condition / poutine.condition) to evaluate "
+            "the conditional model per point, or train and compare with IWAE_ELBO, which bounds the joint "
+            "evidence with an ELBO term for the globals.")
+
+
 def per_point_log_weights(model_trace, guide_trace, structure, max_plate_nesting, particle_dim, num_particles,
                           scaled=False):
     r"""
@@ -292,13 +365,7 @@ def per_point_log_weights(model_trace, guide_trace, structure, max_plate_nesting
         raise ValueError(
             "no plate over data points holds the observed sites; a per-data-point log weight needs the data in a "
             "pyro.plate that contains every local sample site (name it with data_plate= if there are several)")
-    if structure.global_names:
-        raise ValueError(
-            f"latent sites {list(structure.global_names)} are global (outside the data plate "
-            f"{structure.data_frame.name!r}): they couple the data points, so log p(x) does not split into "
-            "per-point terms. Condition on the global latents (pyro.condition / poutine.condition) to evaluate "
-            "the conditional model per point, or train and compare with IWAE_ELBO, which bounds the joint "
-            "evidence with an ELBO term for the globals.")
+    check_local(structure)
     ndim = max_plate_nesting + 1
     frame = structure.data_frame
     rep_dims = sorted(f.dim for f in structure.keep if f.name in structure.replicate)

@@ -321,11 +321,12 @@ class IWAE_ELBO(ELBO):
         """Local log weights reduced to the kept plate dims, and the global ELBO terms, of one trace pair."""
         structure = setup.structure
         local = set(structure.local_names)
-        keep_dims = {f.dim for f in structure.keep} | ({particle_dim} if particle_dim is not None else set())
+        keep = structure.frames((model_trace, guide_trace))
+        keep_dims = {f.dim for f in keep} | ({particle_dim} if particle_dim is not None else set())
         sites = [s for tr in (model_trace, guide_trace) for s in tr.nodes.values() if s["type"] == "sample"]
         # the data-plate subsampling factor N / B, shared by every local site
         subsample = 1.0
-        for f in structure.keep:
+        for f in keep:
             if f.full_size is not None and f.full_size != f.size:
                 subsample = subsample * f.full_size / f.size
         relative = {id(s): _as_scale(s["scale"]) / subsample for s in sites if s["name"] in local}
