@@ -3,12 +3,11 @@
 import math
 import numbers
 
+import pyro
 import torch
-from pyro import poutine
-from pyro.distributions.util import scale_and_mask
-from pyro.poutine.util import site_is_subsample
 from torch import nn
-from torch.distributions import kl_divergence
+
+from ..infer.importance import importance_traces, infer_max_plate_nesting, per_point_log_weights, site_structure
 
 __all__ = ["ELBOEnergy", "Energy", "GaussianEnergy", "check_points", "check_sigma"]
 
@@ -154,6 +153,16 @@ def _owners(*fns):
     return owners
 
 
+class _ParamStoreView(nn.Module):
+    """Holds the param-store tensors of plain-function programs (``pyro.param`` / ``pyro.module``) so that
+    ``energy.parameters()`` reaches them; the tensors are the store's own (same autograd leaves)."""
+
+    def add(self, name, tensor):
+        key = name.replace(".", "_").replace("$$$", "__")
+        if key not in self._parameters:
+            self._parameters[key] = tensor  # the store's leaf itself: wrapping it would break the autograd link
+
+
 class ELBOEnergy(Energy):
     r"""
     Energy of a Pyro model/guide pair used as a density model of the noisy variable :math:`Y`
@@ -173,28 +182,31 @@ class ELBOEnergy(Energy):
 
         f(y) = -\log \frac1K \sum_{k=1}^K \frac{p(y, z_k)}{q(z_k \mid y)}.
 
-    With ``analytic_kl=True`` (ELBO only) each latent site's :math:`\mathbb{E}_q[\log p(z) - \log q(z)]`
+    The per-point log weights come from the library's importance-weight core
+    (:func:`~pyro_noisevae.infer.importance.per_point_log_weights`), with particles vectorized under an outer
+    plate. With ``analytic_kl=True`` (ELBO only) each latent site's :math:`\mathbb{E}_q[\log p(z) - \log q(z)]`
     is replaced by :math:`-\mathrm{KL}(q \,\|\, p)` where a closed form is registered, as in
     :class:`pyro.infer.TraceMeanField_ELBO` (valid for mean-field guides such as the VAE's).
 
     Contract: ``model(y, *args, **kwargs)`` and ``guide(y, *args, **kwargs)`` take the batch ``y`` of
-    shape ``(B, D)`` as first argument and put every sample site inside the plate ``plate_name`` of size
-    ``B`` without subsampling (e.g. :class:`pyro_noisevae.models.VAE`'s ``model`` and ``guide``); the
-    guide's latent sites must be reparameterizable. Each site's log-density is taken with its
-    ``scale`` (so :func:`pyro_noisevae.beta_scale` applies) and summed over every dimension except the
-    data plate, so the output has one value per point. Particles are drawn by repeating ``y`` along the
-    data plate, so no vectorization of the model is needed.
+    shape ``(B, D)`` as first argument and put every sample site inside one data plate of size ``B``
+    without subsampling (found as the plate common to every site, or named with ``plate_name``); the
+    guide's latent sites must be reparameterizable, and there must be no global latents. Each site's
+    log-density keeps its ``scale`` (so :func:`pyro_noisevae.handlers.beta_scale` applies) and is summed over
+    every dimension except the data plate, so the output has one value per point.
 
-    If ``model``/``guide`` are bound methods of (or are) ``nn.Module`` objects, those modules are
-    registered as submodules, so ``ELBOEnergy(vae.model, vae.guide).parameters()`` are the VAE's
-    parameters.
+    **Parameters.** If ``model``/``guide`` are bound methods of (or are) ``nn.Module`` objects, those modules
+    are registered as submodules, so ``ELBOEnergy(vae.model, vae.guide).parameters()`` are the VAE's
+    parameters. Plain functions that register their networks with ``pyro.module`` or ``pyro.param`` have
+    their parameters registered on the first call (``fit_denoiser`` makes that call before it builds its
+    optimizer).
 
     :param callable model: Pyro model with an observed site fed by ``y``.
     :param callable guide: Pyro guide ``q(z | y)``.
     :param int num_particles: number K of samples of ``z`` per point.
     :param str bound: ``"elbo"`` or ``"iwae"``.
     :param bool analytic_kl: use closed-form KL terms where available (ELBO only).
-    :param str plate_name: name of the data plate.
+    :param str plate_name: name of the data plate (default: inferred).
     :param int dim: expected feature size D, checked on input (default: the owning module's ``x_dim``
         attribute if it has one, else not checked).
 
@@ -212,7 +224,7 @@ class ELBOEnergy(Energy):
     1. S. Saremi, *Unnormalized Variational Bayes* (2020).
     """
 
-    def __init__(self, model, guide, num_particles=1, bound="elbo", analytic_kl=True, plate_name="data", dim=None):
+    def __init__(self, model, guide, num_particles=1, bound="elbo", analytic_kl=True, plate_name=None, dim=None):
         super().__init__()
         if not (callable(model) and callable(guide)):
             raise TypeError("model and guide must be callables (e.g. vae.model and vae.guide)")
@@ -220,31 +232,28 @@ class ELBOEnergy(Energy):
             raise ValueError(f"num_particles must be an integer >= 1, got {num_particles!r}")
         if bound not in ("elbo", "iwae"):
             raise ValueError(f"bound must be 'elbo' or 'iwae', got {bound!r}")
+        if plate_name is not None and not isinstance(plate_name, str):
+            raise TypeError(f"plate_name must be a plate name (str) or None, got {type(plate_name).__name__}")
         self.model, self.guide = model, guide
         self.num_particles, self.bound = num_particles, bound
         self.analytic_kl = bool(analytic_kl) and bound == "elbo"
         self.plate_name = plate_name
         # register the modules that own model/guide so that .parameters()/.to() reach them
         self.owners = nn.ModuleList(_owners(model, guide))
+        self.program_params = _ParamStoreView()
+        self._nesting = None
         if dim is None:  # e.g. VAE.x_dim
             dim = next((o.x_dim for o in self.owners if isinstance(getattr(o, "x_dim", None), int)), None)
         self.dim = None if dim is None else int(dim)
 
-    def _per_point(self, site, n):
-        """Reduce a site's scaled log-density (batch_shape) to one value per point, shape ``(n,)``."""
-        log_p = site["log_prob"]
-        frame = next((f for f in site["cond_indep_stack"] if f.name == self.plate_name), None)
-        if frame is None:
-            raise ValueError(
-                f"site {site['name']!r} is outside the plate {self.plate_name!r}; ELBOEnergy needs every sample "
-                "site inside the data plate (global latent variables couple the points)"
-            )
-        if frame.size != n or frame.dim is None or log_p.dim() < -frame.dim:
-            raise ValueError(
-                f"site {site['name']!r}: the plate {self.plate_name!r} must have size {n} (one entry per point, "
-                f"no subsampling), got size {frame.size}"
-            )
-        return log_p.movedim(frame.dim, 0).reshape(n, -1).sum(-1)
+    def _register_params(self, traces):
+        known = {id(p) for p in self.parameters()}
+        store = dict(pyro.get_param_store().named_parameters())
+        for trace in traces:
+            for name, site in trace.nodes.items():
+                if site["type"] == "param" and name in store and id(store[name]) not in known:
+                    self.program_params.add(name, store[name])
+                    known.add(id(store[name]))
 
     def log_weights(self, y, *args, **kwargs):
         r"""
@@ -252,38 +261,28 @@ class ELBOEnergy(Energy):
         (with KL terms in closed form when ``analytic_kl``).
         """
         check_points(y, self.dim)
+        args = (y,) + args
+        first = self._nesting is None
+        if first:
+            self._nesting = max(1, infer_max_plate_nesting(self.model, self.guide, args, kwargs))
         k, b = self.num_particles, y.shape[0]
-        y_rep = y.repeat(k, 1) if k > 1 else y
-        guide_tr = poutine.trace(self.guide).get_trace(y_rep, *args, **kwargs)
-        model_tr = poutine.trace(poutine.replay(self.model, trace=guide_tr)).get_trace(y_rep, *args, **kwargs)
-        model_tr.compute_log_prob(lambda _, site: not site_is_subsample(site))
-        guide_tr.compute_log_prob(lambda _, site: not site_is_subsample(site))
-        n = k * b
-        total = y.new_zeros(n)
-        kl_sites = set()
+        pairs, particle_dim = importance_traces(self.model, self.guide, args, kwargs, k, self._nesting, check=first)
+        model_tr, guide_tr = pairs[0]
         for name, site in guide_tr.nodes.items():
-            if site["type"] != "sample" or site["is_observed"] or site_is_subsample(site):
-                continue
-            if not site["fn"].has_rsample:
+            if site["type"] == "sample" and not site["is_observed"] and not site["fn"].has_rsample:
                 raise ValueError(
-                    f"guide site {name!r} is not reparameterizable; the energy gradient in y needs rsample"
-                )
-            if self.analytic_kl and name in model_tr.nodes:
-                try:
-                    kl = kl_divergence(site["fn"], model_tr.nodes[name]["fn"])
-                except NotImplementedError:
-                    kl = None
-                if kl is not None:
-                    kl = scale_and_mask(kl, site["scale"], site["mask"])
-                    total = total - self._per_point(dict(site, log_prob=kl), n)
-                    kl_sites.add(name)
-                    continue
-            total = total - self._per_point(site, n)
-        for name, site in model_tr.nodes.items():
-            if site["type"] != "sample" or name in kl_sites or site_is_subsample(site):
-                continue
-            total = total + self._per_point(site, n)
-        return total.reshape(k, b)
+                    f"guide site {name!r} ({type(site['fn']).__name__}) is not reparameterizable; the energy's "
+                    "gradient in y needs rsample: use a reparameterized guide distribution (or a relaxed one)")
+        structure = site_structure(model_tr, guide_tr, self.plate_name)
+        frame = structure.data_frame
+        if frame is not None and (frame.size != b or (frame.full_size is not None and frame.full_size != frame.size)):
+            raise ValueError(
+                f"the data plate {frame.name!r} must have size {b} (one entry per point, no subsampling), got size "
+                f"{frame.size}")
+        self._register_params((model_tr, guide_tr))
+        log_w = per_point_log_weights(model_tr, guide_tr, structure, self._nesting, particle_dim, k, scaled=True,
+                                      analytic_kl=self.analytic_kl)
+        return log_w.reshape(-1, k, b).mean(0) if log_w.shape[0] != k else log_w
 
     def forward(self, y, *args, **kwargs):
         """:math:`f(y)` of shape ``(B,)`` (see the class docstring)."""

@@ -33,6 +33,7 @@ import warnings
 import pyro
 import torch
 from pyro import poutine
+from torch.distributions import kl_divergence
 from pyro.distributions import Delta
 from pyro.distributions.util import scale_and_mask
 from pyro.infer.util import is_validation_enabled
@@ -344,7 +345,7 @@ def check_local(structure):
 
 
 def per_point_log_weights(model_trace, guide_trace, structure, max_plate_nesting, particle_dim, num_particles,
-                          scaled=False):
+                          scaled=False, analytic_kl=False):
     r"""
     Log weights of one traced pair, one per importance sample and data point: shape ``(S, B)`` with
     :math:`S = K \times M` (``K`` particles times the size ``M`` of any replicate plate, whose copies are pooled
@@ -356,8 +357,10 @@ def per_point_log_weights(model_trace, guide_trace, structure, max_plate_nesting
 
     each site's log density summed over every batch dim but the particle, replicate and data dims.
     Unscaled by default (``poutine.scale``, β and subsampling factors ignored, ``poutine.mask`` honoured);
-    with ``scaled=True`` each site keeps its scale. Global latents are refused: they couple the data points,
-    so :math:`\log p(x)` has no per-point terms.
+    with ``scaled=True`` each site keeps its scale. With ``analytic_kl=True`` a latent's
+    :math:`\log p(z) - \log q(z)` is replaced by :math:`-\mathrm{KL}(q \,\|\, p)` where torch registers a
+    closed form (as :class:`~pyro.infer.TraceMeanField_ELBO` does; valid for mean-field guides). Global
+    latents are refused: they couple the data points, so :math:`\log p(x)` has no per-point terms.
 
     :raises ValueError: for global latent sites, or NaN weights.
     """
@@ -371,8 +374,23 @@ def per_point_log_weights(model_trace, guide_trace, structure, max_plate_nesting
     rep_dims = sorted(f.dim for f in structure.keep if f.name in structure.replicate)
     keep = {frame.dim, *rep_dims} | ({particle_dim} if particle_dim is not None else set())
     log_w = 0.0
+    kl_sites = set()
+    if analytic_kl:
+        for name, site in _sample_sites(guide_trace):
+            prior = model_trace.nodes.get(name)
+            if prior is None or site["is_observed"]:
+                continue
+            try:
+                kl = kl_divergence(site["fn"], prior["fn"])
+            except NotImplementedError:
+                continue
+            kl = scale_and_mask(kl, site["scale"] if scaled else 1.0, site["mask"])
+            log_w = log_w - _reduce_to(kl, ndim, keep)
+            kl_sites.add(name)
     for sign, trace in ((1.0, model_trace), (-1.0, guide_trace)):
         for name, site in _sample_sites(trace):
+            if name in kl_sites:
+                continue
             lp = site["log_prob"] if scaled else scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"])
             if not isinstance(lp, torch.Tensor):
                 raise TypeError(f"site {name!r}: log_prob returned {type(lp).__name__}, expected a tensor")
