@@ -416,3 +416,47 @@ def test_dreg_rejects_hierarchical_guides():
         IWAE_ELBO(num_particles=2, gradient_estimator="dreg", max_plate_nesting=0).differentiable_loss(
             model, guide, torch.tensor(0.5)
         )
+
+
+def _reference_iwae_gradient(lg, x0, loc, log_scale, K, groups=400_000, batches=100, seed=123):
+    r"""
+    High-precision Monte Carlo reference of :math:`\nabla_{(\mu, \rho)} \mathcal L_K(x_0)` for the local guide
+    :math:`q = N(\mu, \mathrm{diag}\, e^{2\rho})`, written independently of the library in plain torch: the
+    pathwise gradient of :math:`\log \frac1K \sum_k w(\mu + e^\rho \epsilon_k)` averaged over ``groups``
+    independent groups (its expectation is :math:`\nabla \mathcal L_K`, which both estimators are unbiased
+    for). Returns the mean and its standard error (from ``batches`` batch means).
+    """
+    g = torch.Generator().manual_seed(seed)
+    means = []
+    for _ in range(batches):
+        mu = loc.clone().requires_grad_()
+        rho = log_scale.clone().requires_grad_()
+        z = mu + rho.exp() * torch.randn(groups // batches, K, K_LAT, generator=g, **F64)
+        log_w = (dist.Normal(torch.zeros(K_LAT, **F64), 1.0).log_prob(z).sum(-1)
+                 + dist.Normal(z @ lg.W.T + lg.b, S).log_prob(x0).sum(-1)
+                 - dist.Normal(mu, rho.exp()).log_prob(z).sum(-1))
+        bound = torch.logsumexp(log_w, -1) - math.log(K)
+        means.append(torch.cat(torch.autograd.grad(bound.mean(), (mu, rho))))
+    return _mean_se(torch.stack(means))
+
+
+def test_dreg_gradient_matches_a_high_precision_reference(lg):
+    r"""
+    The DReG guide gradient of ``IWAE_ELBO`` is unbiased for :math:`\nabla \mathcal L_K`: its mean over 4,000 i.i.d.
+    draws lies within 4 standard errors of an independent high-precision Monte Carlo reference (400,000 groups),
+    for every coordinate, and the gradient is far from zero. Dropping one of DReG's two weight factors (the gradient
+    hook on :math:`z`, i.e. :math:`\tilde w_k` instead of :math:`\tilde w_k^2`) biases it by many standard errors.
+    """
+    K, n = 5, 4000
+    x0 = lg.x[3]
+    x = x0.expand(n, D).contiguous()
+    loc0, ls0 = torch.full((K_LAT,), 0.3, **F64), torch.full((K_LAT,), -0.2, **F64)
+    reference, ref_se = _reference_iwae_gradient(lg, x0, loc0, ls0, K)
+    pyro.set_rng_seed(1)
+    loss = IWAE_ELBO(num_particles=K, gradient_estimator="dreg", max_plate_nesting=1).differentiable_loss(
+        lg.model, lg.local_guide, x)
+    g = _grads(loss, ["loc_local", "ls_local"])
+    draws = -torch.cat([g["loc_local"], g["ls_local"]], -1)  # (n, 2 K_LAT): gradient of the bound, per draw
+    mean, se = _mean_se(draws)
+    assert ((mean - reference).abs() < 4 * (se**2 + ref_se**2).sqrt()).all(), (mean, reference, se, ref_se)
+    assert (reference.abs() > 10 * se).any()
