@@ -4,7 +4,8 @@ Profiles ``--steps`` training steps of the MNIST VAE 784-500-500-50 (σ-VAE deco
 (``Trainer`` with ``Trace_ELBO`` or ``IWAE_ELBO(K=5)`` on ``vae.model``/``vae.guide``) with :mod:`cProfile`, and
 groups the self time of every function by where it lives: torch tensor kernels and autograd, Pyro's effect
 handlers and traces, distribution objects (construction, validation, log-densities), the library's own code,
-and the rest. The fused path (``FusedVAEObjective``) runs the same tensor kernels without the other groups.
+and the rest. The fused path (``pyro_noisevae.models.FusedVAEObjective``) runs the same tensor kernels without
+the other groups.
 
     python benchmarks/profile_pyro_step.py                 # writes benchmarks/results/pyro_step_profile_cpu.{json,md}
 """
@@ -24,8 +25,8 @@ import torch
 from pyro.infer import Trace_ELBO
 
 from pyro_noisevae.data import load_dataset
-from pyro_noisevae.infer import IWAE_ELBO, FusedVAEObjective
-from pyro_noisevae.models import VAE
+from pyro_noisevae.infer import IWAE_ELBO
+from pyro_noisevae.models import FusedVAEObjective, VAE
 from pyro_noisevae.training import Trainer
 
 GROUPS = [

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from torch.distributions import Normal, kl_divergence
 
 __all__ = [
     "BrokenPowerLawFit",
@@ -58,7 +59,7 @@ def gaussian_kl_standard_normal(loc, scale, reduce=True):
     if bool((scale <= 0).any()):
         raise ValueError("scale must be > 0 everywhere (it is a standard deviation, not a log-scale)")
     loc, scale = torch.broadcast_tensors(loc, scale)
-    per_dim = 0.5 * (loc.pow(2) + scale.pow(2) - 1.0) - scale.log()
+    per_dim = kl_divergence(Normal(loc, scale), Normal(torch.zeros_like(loc), torch.ones_like(scale)))
     return per_dim.sum(-1) if reduce else per_dim
 
 

@@ -102,7 +102,7 @@ class ShardedObjective(nn.Module):
         if isinstance(guide, nn.Module) and guide is not vae:
             self.guide_module = guide
         self.model, self.guide, self.elbo, self.num_data = model, guide, elbo, int(num_data)
-        self.fused = fused  # the fast path (a FusedVAEObjective over the same vae), or None
+        self.fused = fused  # the fast path (a models.FusedVAEObjective over the same vae), or None
 
     def forward(self, x):
         if self.fused is not None:

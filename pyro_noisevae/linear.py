@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import pyro
 import pyro.distributions as dist
 import torch
+from torch.distributions import MultivariateNormal, kl_divergence
 from pyro.distributions import constraints
 from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule, PyroParam, pyro_method
@@ -391,7 +392,8 @@ class LinearVAE(PyroModule):
             rec = -0.5 * self.x_dim * torch.log(2 * math.pi * s2) - (
                 resid.pow(2).sum(-1) + torch.trace(self.W @ cov @ self.W.T)
             ) / (2 * s2)
-            kl = 0.5 * (torch.trace(cov) + m.pow(2).sum(-1) - self.z_dim - torch.logdet(cov))
+            prior = MultivariateNormal(torch.zeros_like(m[0]), torch.eye(self.z_dim, dtype=m.dtype, device=m.device))
+            kl = kl_divergence(MultivariateNormal(m, cov), prior)
             return rec - kl
 
     def to_ppca(self):

@@ -24,7 +24,8 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from tqdm import tqdm
 
 from .handlers import beta_scale
-from .models import LIKELIHOODS, VAE, check_data
+from .analysis import active_units
+from .models import LIKELIHOODS, VAE, FusedVAEObjective, check_data, elbo_terms
 
 __all__ = [
     "CheckpointError",
@@ -63,7 +64,7 @@ class TrainConfig:
     denoising guide's ``corruption``, ``corruption_level``, ``num_corruptions``, ``partial_alpha``.
     Optimisation: ``epochs``, ``batch_size``, ``lr``, ``seed``, ``device``, ``max_steps`` (cap per epoch).
     Execution: ``distributed`` (DDP over ``torchrun`` processes), ``fast_path`` (train with the fused tensor
-    objective :class:`~pyro_noisevae.infer.FusedVAEObjective`, same estimator and random draws as the Pyro
+    objective :class:`~pyro_noisevae.models.FusedVAEObjective`, same estimator and random draws as the Pyro
     programs; ``False`` runs the Pyro ELBO on the programs of :func:`build_programs`).
     """
 
@@ -246,15 +247,13 @@ def build_programs(vae, cfg, beta=None):
 
 def build_fused_objective(vae, cfg, beta=None, validate=False):
     """
-    The fast path of :func:`build_programs`: a :class:`~pyro_noisevae.infer.FusedVAEObjective` whose
+    The fast path of :func:`build_programs`: a :class:`~pyro_noisevae.models.FusedVAEObjective` whose
     ``objective(x, num_data=N)`` equals ``elbo.differentiable_loss(model, guide, x, num_data=N)`` for
     ``(model, guide, elbo) = build_programs(vae, cfg, beta)`` (same objective, particles, gradient estimator,
     denoising guide and β), in value and gradient, under the same random draws.
 
     :param bool validate: check every batch's values (the trainer validates its data set once instead).
     """
-    from .infer import FusedVAEObjective
-
     beta = cfg.beta if beta is None else beta
     return FusedVAEObjective(vae, objective=cfg.objective, num_particles=cfg.num_particles,
                              gradient_estimator=cfg.gradient_estimator, denoiser=_denoising_guide(vae, cfg), beta=beta,
@@ -270,28 +269,27 @@ def build_fused_objective(vae, cfg, beta=None, validate=False):
 def evaluate_elbo(vae, data, batch_size=500, seed=0):
     r"""
     Test-set ELBO of the amortized (clean-input) guide, one reparameterized sample per point, with its
-    two terms: :math:`\mathcal{L}(x) = E_q[\log p(x|z)] - \mathrm{KL}(q(z|x)\,\|\,N(0, I))`, the KL analytic.
+    two terms: :math:`\mathcal{L}(x) = E_q[\log p(x|z)] - \mathrm{KL}(q(z|x)\,\|\,N(0, I))`, the KL analytic
+    (:func:`~pyro_noisevae.models.elbo_terms`).
 
-    :param VAE vae: the model (its ``encode``/``decoder``/``likelihood`` are used).
+    :param VAE vae: the model (its ``encoder``/``decoder``/``likelihood`` are used).
     :param torch.Tensor data: ``(N, D)``.
     :returns: dict of per-data-point means ``elbo``, ``recon``, ``kl`` (floats) and ``active_units``
-        (latent dimensions whose posterior mean varies across data: Cov_x(E_q[z]) > 0.01).
+        (:func:`~pyro_noisevae.analysis.active_units`: latent dimensions whose posterior mean varies across
+        data, :math:`\mathrm{Var}_x(E_q[z]) > 0.01`; 0 for a single point).
     """
     gen = torch.Generator(device=data.device).manual_seed(seed)
     recon_sum, kl_sum, n = 0.0, 0.0, 0
     locs = []
     for start in range(0, data.shape[0], batch_size):
         x = data[start : start + batch_size]
-        loc, scale = vae.encode(x)
-        eps = torch.randn(loc.shape, generator=gen, device=loc.device, dtype=loc.dtype)
-        z = loc + scale * eps
-        recon = vae.likelihood.dist(vae.decoder(z)).log_prob(x).sum(-1)
-        kl = 0.5 * (loc.pow(2) + scale.pow(2) - 1 - 2 * scale.log()).sum(-1)
-        recon_sum += recon.sum().item()
-        kl_sum += kl.sum().item()
+        terms = elbo_terms(vae, x, generator=gen)
+        recon_sum += terms["recon"].sum().item()
+        kl_sum += terms["kl"].sum().item()
         n += x.shape[0]
-        locs.append(loc)
-    active = int((torch.cat(locs).var(0, correction=0) > 0.01).sum())
+        locs.append(terms["loc"])
+    locs = torch.cat(locs)
+    active = active_units(locs)[0] if locs.shape[0] > 1 else 0
     return {"elbo": (recon_sum - kl_sum) / n, "recon": recon_sum / n, "kl": kl_sum / n, "active_units": active}
 
 

@@ -21,8 +21,7 @@ WORKER = textwrap.dedent(
     import pyro, torch
     from pyro.infer import Trace_ELBO
     from pyro_noisevae.distributed import init_distributed
-    from pyro_noisevae.infer import FusedVAEObjective
-    from pyro_noisevae.models import VAE
+    from pyro_noisevae.models import FusedVAEObjective, VAE
     from pyro_noisevae.training import Trainer
 
     N, B, D, SEED = {N}, {B}, {D}, {SEED}

@@ -82,26 +82,39 @@ def test_sigint_mid_epoch_saves_checkpoint_and_resume_matches(tmp_path, data_roo
     _assert_same(_params(full), _params(resumed))
 
 
+def _catches(pid, signum):
+    """True once process ``pid`` has a handler for ``signum`` (Linux: the SigCgt mask of /proc/PID/status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next((int(line.split()[1], 16) for line in status.splitlines() if line.startswith("SigCgt:")), 0)
+    return bool(mask >> (signum - 1) & 1)
+
+
 def test_sigterm_from_outside_then_resume(tmp_path, data_root):
     """A real SIGTERM to the CLI process: checkpoint, exit status 143, and --resume finishes the same run."""
     out = tmp_path / "run"
     args = [
         sys.executable, "-m", "pyro_noisevae", "train", "--dataset", "mnist", "--train-split", "train",
-        "--train-size", "3000", "--eval-size", "100", "--z-dim", "4", "--hidden-dims", "16", "-b", "10",
+        "--train-size", "6000", "--eval-size", "100", "--z-dim", "4", "--hidden-dims", "16", "-b", "10",
         "-n", "1", "--sigma", "0.3", "--seed", "1", "--log-every", "1", "--out", str(out), "--no-progress",
     ]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while not (out / "config.json").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    time.sleep(0.5)  # 300 steps in the epoch: the signal lands mid-epoch
+    # wait until the trainer catches SIGTERM (its bit in SigCgt of /proc/PID/status), then let a few of the 600
+    # steps run: the signal lands mid-epoch on a fast or a slow machine
+    while time.time() < deadline and proc.poll() is None and not _catches(proc.pid, signal.SIGTERM):
+        time.sleep(0.01)
+    time.sleep(0.1)
+    assert proc.poll() is None, proc.communicate()[1]
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "SIGTERM received: checkpoint saved" in err
     ckpt = load_checkpoint(out / "checkpoint.pt")
-    assert 0 < ckpt["trainer"]["global_step"] < 300 and ckpt["trainer"]["step_in_epoch"] > 0
+    assert 0 < ckpt["trainer"]["global_step"] < 600 and ckpt["trainer"]["step_in_epoch"] > 0
     done = subprocess.run(args + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     reference = subprocess.run(

@@ -12,6 +12,7 @@ from pyro.util import get_rng_state, set_rng_state
 from torch.distributions import Independent, Normal
 from tqdm.auto import tqdm
 
+from ..infer.importance import iwae_objective
 from .log_likelihood import (
     ImportanceEstimate,
     _check_nesting,
@@ -238,7 +239,7 @@ def fit_local_guide(
                 model, local, args, kwargs, num_particles, max_plate_nesting, data_plate, check=step == 0
             )
             if objective == "iwae":
-                bound = log_w.logsumexp(0) - math.log(num_particles)
+                bound = iwae_objective(log_w)
             else:
                 bound = log_w.mean(0)
             loss = -bound.sum()

@@ -264,10 +264,7 @@ def _fast_vae(model, guide, args, kwargs, data_arg, fast_path):
         return None
     from pyro.poutine.runtime import _PYRO_STACK
 
-    try:  # TEMP-SHIM
-        from ..models.fused import is_plain_vae_pair
-    except ImportError:  # TEMP-SHIM
-        from ..infer.fused_vae import is_plain_vae_pair
+    from ..models.fused import is_plain_vae_pair
 
     reasons = []
     if not is_plain_vae_pair(model, guide):
@@ -285,10 +282,7 @@ def _fast_vae(model, guide, args, kwargs, data_arg, fast_path):
 
 def _fused_log_weights(vae, x, num_particles):
     """``(P, B)`` log weights of the VAE's guide as proposal, in closed form (same draws as the traced path)."""
-    try:  # TEMP-SHIM
-        from ..models.fused import vae_log_weights
-    except ImportError:  # TEMP-SHIM
-        from ..infer.fused_vae import vae_log_weights
+    from ..models.fused import vae_log_weights
 
     t = vae_log_weights(vae, x, num_particles)
     log_w = t["log_px_z"] + t["log_pz"] - t["log_qz"]

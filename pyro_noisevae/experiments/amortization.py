@@ -31,7 +31,7 @@ from pyro.infer import MCMC, NUTS
 from ..data import load_dataset
 from ..distributions import GaussianCorruption
 from ..guides import DenoisingGuide
-from ..models import VAE
+from ..models import VAE, elbo_terms
 from ..posterior import gaussian_kl
 from ..training import fit
 
@@ -51,13 +51,12 @@ class AmortizationSetting(dict):
 def _log_joint(vae, x, z):
     """:math:`\\log p(x, z)` for ``z (S, P, K)`` and ``x (P, D)``: ``(S, P)``, as in :meth:`VAE.model`."""
     prior = dist.Normal(torch.zeros_like(z), 1.0).log_prob(z).sum(-1)
-    return prior + vae.likelihood.dist(vae.decoder(z)).log_prob(x.expand(z.shape[:-1] + x.shape[-1:])).sum(-1)
+    return prior + vae.likelihood.log_prob(vae.decoder(z), x)
 
 
-def _elbo(vae, x, loc, scale, eps):
-    z = loc + scale * eps
-    logq = dist.Normal(loc, scale).log_prob(z).sum(-1)
-    return (_log_joint(vae, x, z) - logq).mean(0)
+def _elbo(vae, x, loc, scale, num_samples, generator):
+    """Per-point ELBO of the Gaussian ``N(loc, diag scale^2)`` (:func:`~pyro_noisevae.models.elbo_terms`)."""
+    return elbo_terms(vae, x, num_samples, loc=loc, scale=scale, generator=generator)["elbo"]
 
 
 def _nuts(vae, x, num_samples, num_warmup, num_chains, seed):
@@ -81,8 +80,7 @@ def _optimal_gaussian(vae, x, loc, scale, steps, num_particles, seed):
         p.requires_grad_(False)
     try:
         for _ in range(steps):
-            eps = torch.randn((num_particles,) + m.shape, generator=g, dtype=m.dtype)
-            loss = -_elbo(vae, x, m, log_s.exp(), eps).sum()
+            loss = -_elbo(vae, x, m, log_s.exp(), num_particles, g).sum()
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -200,9 +198,9 @@ def amortization_gap_experiment(
         m_opt, s_opt = _optimal_gaussian(vae, x, nuts_mean.float(), nuts_cov.diagonal(dim1=-2, dim2=-1).sqrt().float(),
                                           opt_steps, 32, seed + k)
         with torch.no_grad():
-            eps = torch.randn((elbo_samples, num_points, z_dim), generator=torch.Generator().manual_seed(seed + 7))
-            elbo_am = _elbo(vae, x, loc, scale, eps).double()
-            elbo_opt = _elbo(vae, x, m_opt, s_opt, eps).double()
+            # the same draws eps for both Gaussians (common random numbers for the gap)
+            elbo_am = _elbo(vae, x, loc, scale, elbo_samples, torch.Generator().manual_seed(seed + 7)).double()
+            elbo_opt = _elbo(vae, x, m_opt, s_opt, elbo_samples, torch.Generator().manual_seed(seed + 7)).double()
             log_px, ess = _importance_log_px(vae, x, nuts_mean.float(), nuts_cov.float(), is_samples, seed + 11)
         res = AmortizationSetting(
             name=name,

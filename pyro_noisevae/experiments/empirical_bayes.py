@@ -30,9 +30,10 @@ from pyro.infer import TraceMeanField_ELBO
 from torch import nn
 from tqdm import tqdm
 
+from ..analysis import active_units
 from ..data import load_dataset
 from ..empirical_bayes import DEEN, ELBOEnergy, GaussianEnergy, bayes_estimator, walk_jump
-from ..models import VAE
+from ..models import VAE, elbo_terms
 
 __all__ = ["DEFAULTS", "register", "uvb_denoise", "walk_jump_experiment"]
 
@@ -242,25 +243,23 @@ def _denoise_all(methods, y, batch_size, device, progress, desc):
 @torch.no_grad()
 def _encoder_stats(vae, x, x_clean, batch_size, device):
     """
-    Per-point ELBO of ``x`` (one reparameterized sample, analytic KL), KL, MSE of decode(E_q[z|x]) against the
-    clean images ``x_clean``, and active units (Cov_x(E_q[z|x]) > 0.01).
+    Per-point ELBO of ``x`` (one reparameterized sample, analytic KL: :func:`~pyro_noisevae.models.elbo_terms`),
+    KL, MSE of decode(E_q[z|x]) against the clean images ``x_clean``, and active units
+    (:func:`~pyro_noisevae.analysis.active_units`: Var_x(E_q[z|x]) > 0.01).
     """
     gen = torch.Generator().manual_seed(123)
     elbo_sum = kl_sum = mse_sum = 0.0
     locs = []
     for start in range(0, x.shape[0], batch_size):
         xb = x[start : start + batch_size].to(device)
-        loc, scale = vae.encode(xb)
-        z = loc + scale * torch.randn(loc.shape, generator=gen).to(device)
-        log_lik = vae.likelihood.dist(vae.decoder(z)).log_prob(xb).sum(-1)
-        kl = 0.5 * (loc.pow(2) + scale.pow(2) - 1 - 2 * scale.log()).sum(-1)
-        elbo_sum += (log_lik - kl).sum().item()
-        kl_sum += kl.sum().item()
-        mse_sum += (vae.decode(loc) - x_clean[start : start + batch_size].to(device)).pow(2).mean(-1).sum().item()
-        locs.append(loc.cpu())
+        terms = elbo_terms(vae, xb, generator=gen)
+        elbo_sum += terms["elbo"].sum().item()
+        kl_sum += terms["kl"].sum().item()
+        mse_sum += (vae.decode(terms["loc"]) - x_clean[start : start + batch_size].to(device)).pow(2).mean(-1).sum().item()
+        locs.append(terms["loc"].cpu())
     n = x.shape[0]
-    active = int((torch.cat(locs).var(0) > 0.01).sum())
-    return {"elbo": elbo_sum / n, "kl": kl_sum / n, "recon_mse_vs_clean": mse_sum / n, "active_units": active}
+    return {"elbo": elbo_sum / n, "kl": kl_sum / n, "recon_mse_vs_clean": mse_sum / n,
+            "active_units": active_units(torch.cat(locs))[0]}
 
 
 def uvb_denoise(

@@ -34,13 +34,13 @@ from ..analysis import (
     fit_broken_power_law,
     fit_linear_probe,
     fit_power_law,
-    gaussian_kl_standard_normal,
     knn_accuracy,
     local_exponents,
     mse,
     psnr,
 )
 from ..data import add_gaussian_noise, load_dataset
+from ..models import elbo_terms
 from ..training import CHECKPOINT, TrainConfig, load_checkpoint, load_run, train
 
 __all__ = [
@@ -209,6 +209,9 @@ def measure_model(vae, x, batch_size=1000, seed=0):
       when the likelihood cannot score grey-scale data, e.g. Bernoulli), with ``recon_ll_se``;
     * ``mse``: mean squared error of :math:`\mathrm{decode}(E_q[z|x])` per pixel;
     * ``active_units`` (:math:`\mathrm{Var}_x E_q[z_j|x] > 0.01`) and the variances ``au_variance``.
+
+    KL and reconstruction terms come from :func:`~pyro_noisevae.models.elbo_terms`, active units from
+    :func:`~pyro_noisevae.analysis.active_units`.
     """
     gen = torch.Generator(device=x.device).manual_seed(seed)
     try:
@@ -219,15 +222,13 @@ def measure_model(vae, x, batch_size=1000, seed=0):
     kls, lls, errs, locs, kl_dims = [], [], [], [], []
     for start in range(0, x.shape[0], batch_size):
         xb = x[start : start + batch_size]
-        loc, scale = vae.encode(xb)
-        per_dim = gaussian_kl_standard_normal(loc, scale, reduce=False)
-        kls.append(per_dim.sum(-1).double())
-        kl_dims.append(per_dim.double().sum(0))
+        terms = elbo_terms(vae, xb, generator=gen)
+        kls.append(terms["kl"].double())
+        kl_dims.append(terms["kl_per_dim"].double().sum(0))
         if scorable:
-            z = loc + scale * torch.randn(loc.shape, generator=gen, device=loc.device, dtype=loc.dtype)
-            lls.append(vae.likelihood.dist(vae.decoder(z)).log_prob(xb).sum(-1).double())
-        errs.append(mse(vae.decode(loc), xb).double())
-        locs.append(loc)
+            lls.append(terms["recon"].double())
+        errs.append(mse(vae.decode(terms["loc"]), xb).double())
+        locs.append(terms["loc"])
     kl, err = torch.cat(kls), torch.cat(errs)
     n = x.shape[0]
     count, var = active_units(torch.cat(locs))

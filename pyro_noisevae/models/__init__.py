@@ -1,5 +1,6 @@
 """VAE models with pluggable noise models."""
 
+from .fused import FusedVAEObjective, elbo_terms, is_plain_vae_pair, vae_log_weights
 from .likelihoods import (
     LIKELIHOODS,
     BernoulliLikelihood,
@@ -13,6 +14,7 @@ from .likelihoods import (
 from .vae import VAE, check_data
 
 __all__ = [
+    "FusedVAEObjective",
     "LIKELIHOODS",
     "BernoulliLikelihood",
     "LaplaceLikelihood",
@@ -22,6 +24,9 @@ __all__ = [
     "NormalLikelihood",
     "VAE",
     "check_data",
+    "elbo_terms",
+    "is_plain_vae_pair",
     "make_likelihood",
+    "vae_log_weights",
 ]
 __all__[:] = sorted(set(__all__))

@@ -9,8 +9,7 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO
 
 from pyro_noisevae.evaluation import importance_estimate, iwae_bound
-from pyro_noisevae.infer import FusedVAEObjective, is_plain_vae_pair, vae_log_weights
-from pyro_noisevae.models import VAE
+from pyro_noisevae.models import FusedVAEObjective, VAE, elbo_terms, is_plain_vae_pair, vae_log_weights
 from pyro_noisevae.training import TrainConfig, Trainer, build_fused_objective, build_programs
 
 LIKELIHOODS = [("bernoulli", None), ("normal", 0.3), ("laplace", 0.2), ("noisy-bernoulli", 0.3), ("learned-normal", 0.5)]
@@ -241,3 +240,35 @@ def test_trace_elbo_one_particle_draws_loc_shape():
     ref = _loss_and_grads(vae, lambda: Trace_ELBO(max_plate_nesting=1).differentiable_loss(vae.model, vae.guide, x))
     got = _loss_and_grads(vae, lambda: FusedVAEObjective(vae)(x))
     _assert_same(ref, got, rtol=1e-10)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# ELBO terms
+
+
+def test_elbo_terms_match_their_definitions():
+    vae, x = _vae("normal", 0.3), _data("normal", n=5)
+    gen = torch.Generator().manual_seed(4)
+    t = elbo_terms(vae, x, num_particles=3, generator=gen)
+    loc, scale = vae.encode(x)
+    torch.testing.assert_close(t["loc"], loc)
+    eps = torch.randn((3,) + loc.shape, generator=torch.Generator().manual_seed(4), dtype=loc.dtype)
+    z = loc + scale * eps
+    torch.testing.assert_close(t["z"], z)
+    recon = vae.likelihood.dist(vae.decoder(z)).to_event(1).log_prob(x).mean(0)
+    kl = 0.5 * (loc.pow(2) + scale.pow(2) - 1 - scale.pow(2).log()).sum(-1)
+    torch.testing.assert_close(t["recon"], recon, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(t["kl"], kl, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(t["kl_per_dim"].sum(-1), t["kl"])
+    torch.testing.assert_close(t["elbo"], recon - kl, rtol=1e-12, atol=1e-12)
+    # another Gaussian in place of the encoder's; gradients reach its parameters
+    m = torch.zeros(5, 3, dtype=torch.float64, requires_grad=True)
+    s = torch.ones(5, 3, dtype=torch.float64)
+    other = elbo_terms(vae, x, loc=m, scale=s)
+    assert torch.equal(other["kl"], torch.zeros(5, dtype=torch.float64))
+    other["elbo"].sum().backward()
+    assert m.grad is not None and m.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="together"):
+        elbo_terms(vae, x, loc=m)
+    with pytest.raises(ValueError, match="num_particles"):
+        elbo_terms(vae, x, num_particles=0)

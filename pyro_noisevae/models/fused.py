@@ -1,5 +1,5 @@
 r"""
-Fused (closed-form tensor) versions of the objectives and importance weights of the library's
+Fused (closed-form tensor) versions of the objectives, importance weights and ELBO terms of the library's
 :class:`~pyro_noisevae.models.VAE`: the fast path of training and evaluation.
 
 A Pyro program pays a fixed cost per call for its effect handlers, traces, site checks and distribution
@@ -8,8 +8,13 @@ is known in advance: prior :math:`N(0, I)`, Gaussian guide :math:`N(\mu(\tilde x
 x)^2)`, one likelihood site. :class:`FusedVAEObjective` computes the **same estimators from the same random
 draws** as the Pyro path (``Trace_ELBO``, ``TraceMeanField_ELBO``, :class:`~pyro_noisevae.infer.IWAE_ELBO`
 with the standard or DReG gradient, a :class:`~pyro_noisevae.guides.DenoisingGuide` with ``M`` corruptions,
-β-scaling of the latent site), with plain tensor code; the tests in ``tests/infer/test_fused_vae.py`` check
+β-scaling of the latent site), with plain tensor code; the tests in ``tests/models/test_fused.py`` check
 that losses and gradients agree with the Pyro programs under a shared seed (to floating-point rounding).
+The importance-weighted bound goes through :func:`~pyro_noisevae.infer.importance.iwae_objective`, the one
+implementation under every IWAE objective; the analytic KL is torch's ``kl_divergence``.
+
+:func:`elbo_terms` is the one implementation of the VAE's per-point ELBO terms (reconstruction, analytic
+KL) behind the trainer's evaluation and the experiments' measurements.
 
 Use the Pyro path (``fast_path=False`` / ``--no-fast-path``) for models that are not a library ``VAE``, or
 to run model and guide under your own effect handlers.
@@ -20,10 +25,12 @@ import numbers
 
 import torch
 from torch import nn
+from torch.distributions import Normal, kl_divergence
 
-from ..models.vae import VAE, check_data
+from ..infer.importance import iwae_objective
+from .vae import VAE, check_data
 
-__all__ = ["FusedVAEObjective", "is_plain_vae_pair", "vae_log_weights"]
+__all__ = ["FusedVAEObjective", "elbo_terms", "is_plain_vae_pair", "vae_log_weights"]
 
 _LOG_2PI = math.log(2 * math.pi)
 OBJECTIVES = ("trace", "meanfield", "iwae")
@@ -43,6 +50,12 @@ def _log_prior(z):
 def _log_guide(eps, scale):
     r""":math:`\log N(z; \mu, s^2)` at :math:`z = \mu + s\,\epsilon`, summed over the last dim."""
     return -0.5 * eps.pow(2).sum(-1) - scale.log().sum(-1) - 0.5 * eps.shape[-1] * _LOG_2PI
+
+
+def _kl_to_prior(loc, scale):
+    r"""Per-dim :math:`\mathrm{KL}(N(\mu, s^2)\,\|\,N(0, 1))`, shape ``loc.shape`` (torch's closed form)."""
+    prior = Normal(loc.new_zeros(()), loc.new_ones(()), validate_args=False)
+    return kl_divergence(Normal(loc, scale, validate_args=False), prior)
 
 
 def is_plain_vae_pair(model, guide):
@@ -99,6 +112,47 @@ def _log_weight_terms(vae, x, sample_shape, x_encoder=None):
     }
 
 
+def elbo_terms(vae, x, num_particles=1, *, loc=None, scale=None, generator=None):
+    r"""
+    Per-data-point terms of the VAE's evidence lower bound with a diagonal Gaussian
+    :math:`q(z \mid x) = N(\mu, \mathrm{diag}\, s^2)`:
+
+    .. math::
+
+        \mathcal{L}(x) = \underbrace{\frac1P \sum_{p=1}^P \log p(x \mid z_p)}_{\texttt{recon}}
+            - \underbrace{\mathrm{KL}\big(q(z \mid x)\,\|\,N(0, I)\big)}_{\texttt{kl}}, \qquad
+        z_p = \mu + s\,\epsilon_p,\ \epsilon_p \sim N(0, I),
+
+    the reconstruction term by Monte Carlo, the KL analytic (torch's ``kl_divergence``). Differentiable in
+    ``loc``/``scale`` and the VAE's parameters (wrap in ``torch.no_grad()`` to measure).
+
+    :param VAE vae: the model (its ``encoder``, ``decoder`` and ``likelihood``).
+    :param torch.Tensor x: data ``(B, D)`` (the likelihood's log-density, without support checks: validate
+        with ``vae.likelihood.check_data`` where the data may lie outside the support).
+    :param int num_particles: ``P`` draws per data point.
+    :param torch.Tensor loc: :math:`\mu` ``(B, z_dim)`` of another Gaussian (e.g. a per-point optimum),
+        together with ``scale``; default: the encoder's ``q(z|x)``.
+    :param torch.Generator generator: source of :math:`\epsilon` (``torch.randn((P, B, z_dim))`` on the
+        generator's device, moved to ``loc``'s); default the global RNG.
+    :returns: dict of ``elbo``, ``recon``, ``kl`` (each ``(B,)``), ``kl_per_dim`` ``(B, z_dim)``, ``loc``,
+        ``scale`` ``(B, z_dim)`` and the draws ``z`` ``(P, B, z_dim)``.
+    """
+    if (loc is None) != (scale is None):
+        raise ValueError("pass loc and scale together (a Gaussian q(z|x)), or neither (the encoder's)")
+    if isinstance(num_particles, bool) or not isinstance(num_particles, numbers.Integral) or num_particles < 1:
+        raise ValueError(f"num_particles must be an integer >= 1, got {num_particles!r}")
+    if loc is None:
+        loc, scale = vae.encoder(x)
+    device = loc.device if generator is None else generator.device
+    eps = torch.randn((int(num_particles),) + loc.shape, generator=generator, dtype=loc.dtype, device=device)
+    z = loc + scale * eps.to(loc.device)
+    recon = vae.likelihood.log_prob(vae.decoder(z), x).mean(0)
+    kl_per_dim = _kl_to_prior(loc, scale)
+    kl = kl_per_dim.sum(-1)
+    return {"elbo": recon - kl, "recon": recon, "kl": kl, "kl_per_dim": kl_per_dim, "loc": loc, "scale": scale,
+            "z": z}
+
+
 def _check_beta(beta):
     if callable(beta):
         return beta
@@ -125,7 +179,8 @@ class FusedVAEObjective(nn.Module):
       in closed form (``TraceMeanField_ELBO``);
     * ``"iwae"``: :math:`\ell = \log \frac1K \sum_k w_k` (:class:`~pyro_noisevae.infer.IWAE_ELBO`), with the
       standard gradient or DReG (``gradient_estimator="dreg"``: :math:`\sum_k \tilde w_k^2\,\partial \log w_k /
-      \partial z_k` for the guide, :math:`\tilde w_k = w_k / \sum_j w_j`).
+      \partial z_k` for the guide, :math:`\tilde w_k = w_k / \sum_j w_j`), both through
+      :func:`~pyro_noisevae.infer.importance.iwae_objective`.
 
     :param VAE vae: the model (its encoder is the guide's network).
     :param str objective: ``"trace"`` | ``"meanfield"`` | ``"iwae"``.
@@ -194,8 +249,7 @@ class FusedVAEObjective(nn.Module):
         # Trace_ELBO with one non-vectorized particle draws exactly loc.shape
         t = _log_weight_terms(self.vae, x, torch.Size((K,) if vectorized else ()), x_encoder=x_enc)
         if self.objective == "meanfield":
-            loc, sd = t["loc"], t["scale"]
-            kl = 0.5 * (loc.pow(2) + sd.pow(2) - 1).sum(-1) - sd.log().sum(-1)
+            kl = _kl_to_prior(t["loc"], t["scale"]).sum(-1)
             log_px = t["log_px_z"].mean(0) if vectorized else t["log_px_z"]
             per_point = log_px - beta * kl
         else:
@@ -203,26 +257,20 @@ class FusedVAEObjective(nn.Module):
             if self.objective == "trace":
                 per_point = log_w.mean(0) if vectorized else log_w
             elif self.gradient_estimator == "standard":
-                per_point = log_w.logsumexp(0) - math.log(K)
+                per_point = iwae_objective(log_w)
             else:
-                per_point = self._dreg(t, log_w, beta, K)
+                per_point = self._dreg(t, log_w, beta)
         return -(scale / M) * per_point.sum()
 
     @staticmethod
-    def _dreg(t, log_w, beta, K):
-        # value: the IWAE bound; gradient: DReG. log q with stopped guide parameters, so the guide's gradient
-        # reaches it only through z, and a hook on z multiplies that path by the normalized weight once more.
+    def _dreg(t, log_w, beta):
+        # DReG: log q at stopped guide parameters, so the guide's gradient reaches it only through z, whose
+        # hook (registered by iwae_objective) multiplies that path by the normalized weight once more
         z, loc, sd = t["z"], t["loc"].detach(), t["scale"].detach()
         log_q_stopped = -0.5 * ((z - loc) / sd).pow(2).sum(-1) - sd.log().sum(-1) - 0.5 * z.shape[-1] * _LOG_2PI
         log_w_dreg = t["log_px_z"] + beta * (t["log_pz"] - log_q_stopped)
-        log_total = log_w.logsumexp(0)
-        bound = log_total - math.log(K)
-        weights = (log_w - log_total).detach().exp()
-        if z.requires_grad:
-            w = weights.unsqueeze(-1).to(z.dtype)
-            z.register_hook(lambda grad: grad * w)
-        surrogate = (weights * log_w_dreg).sum(0)
-        return (bound - surrogate).detach() + surrogate
+        dreg_values = [(None, z, 1)] if z.requires_grad else []
+        return iwae_objective(log_w, log_w_dreg=log_w_dreg, dreg_values=dreg_values)
 
     def extra_repr(self):
         return (f"objective={self.objective!r}, num_particles={self.num_particles}, "
