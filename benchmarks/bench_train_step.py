@@ -265,9 +265,11 @@ def _hier_twin_loss(net, iwae, K):
 def _user_elbo(objective):
     if objective == "trace":
         return Trace_ELBO(), False, 1
+    if objective == "elbo1":  # the same single-sample ELBO as Trace_ELBO, through this library's core
+        return IWAE_ELBO(num_particles=1), False, 1
     if objective == "iwae5":
         return IWAE_ELBO(num_particles=5), True, 5
-    raise ValueError(f"user-program objectives are 'trace' and 'iwae5', got {objective!r}")
+    raise ValueError(f"user-program objectives are 'trace', 'elbo1' and 'iwae5', got {objective!r}")
 
 
 def _user_steps(program, objective, device, tag):
@@ -346,7 +348,7 @@ def main(argv=None):
     p.add_argument("--objectives", nargs="*", default=["trace", "meanfield", "iwae5", "diwae5"],
                    help="library VAE rows (none: skip them)")
     p.add_argument("--programs", nargs="*", default=["conv", "hier"], help="user-written programs (none: skip them)")
-    p.add_argument("--program-objectives", nargs="+", default=["trace", "iwae5"])
+    p.add_argument("--program-objectives", nargs="+", default=["trace", "elbo1", "iwae5"])
     p.add_argument("--steps", type=int, default=50, help="steps per timed block")
     p.add_argument("--reps", type=int, default=7, help="interleaved repetitions (median reported)")
     p.add_argument("--warmup", type=int, default=10)
@@ -418,7 +420,8 @@ def main(argv=None):
                     "Linear + ConvTranspose2d 32-16-1 -> Bernoulli logits; plain model/guide functions with pyro.module",
             "hier": f"hierarchical VAE (PyroModule) p(z2) p(z1|z2) p(x|z1), guide q(z2|x) q(z1|z2,x), z2 {HIER_Z2}-D, "
                     f"z1 {HIER_Z1}-D, softplus MLPs of width {HIER_H}, Bernoulli on flattened binarized MNIST",
-            "objectives": "trace: pyro.infer.Trace_ELBO(); iwae5: pyro_noisevae.infer.IWAE_ELBO(num_particles=5)",
+            "objectives": "trace: pyro.infer.Trace_ELBO(); elbo1: pyro_noisevae.infer.IWAE_ELBO(num_particles=1) (the same "
+                          "estimator as Trace_ELBO); iwae5: pyro_noisevae.infer.IWAE_ELBO(num_particles=5)",
             "step": "torch.optim.Adam (lr 1e-3) on elbo.differentiable_loss(model, guide, x) / batch, batch 100",
         },
         "command": "python benchmarks/bench_train_step.py " + " ".join(argv if argv is not None else sys.argv[1:]),

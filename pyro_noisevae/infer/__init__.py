@@ -1,7 +1,28 @@
-"""Inference objectives: the importance-weighted bound with standard and doubly-reparameterized gradients (the library
-VAE's fused fast path lives in :mod:`pyro_noisevae.models.fused`)."""
+"""Inference: the one importance-weight core of (model, guide) pairs (:mod:`~pyro_noisevae.infer.importance`) and the
+importance-weighted bound built on it, with standard and doubly-reparameterized gradients (the library VAE's fused
+fast path, on the same core, lives in :mod:`pyro_noisevae.models.fused`)."""
 
+from .importance import (
+    SetSubsample,
+    SiteStructure,
+    check_local,
+    importance_traces,
+    infer_max_plate_nesting,
+    iwae_objective,
+    per_point_log_weights,
+    site_structure,
+)
 from .iwae_elbo import IWAE_ELBO
 
-__all__ = ["IWAE_ELBO"]
+__all__ = [
+    "IWAE_ELBO",
+    "SetSubsample",
+    "SiteStructure",
+    "check_local",
+    "importance_traces",
+    "infer_max_plate_nesting",
+    "iwae_objective",
+    "per_point_log_weights",
+    "site_structure",
+]
 __all__[:] = sorted(set(__all__))

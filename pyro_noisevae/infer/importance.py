@@ -26,6 +26,7 @@ Vocabulary:
   pool them with the particles (``M x K`` importance samples of the same :math:`p(x)`).
 """
 
+import contextlib
 import math
 import numbers
 import warnings
@@ -189,7 +190,8 @@ def importance_traces(
         (``None`` for looped particles, or ``K = 1`` without a particle plate).
     """
     validate = check and is_validation_enabled()
-    with pyro.validation_enabled(validate):
+    # toggling Pyro's global flag costs ~0.1 ms: only when it changes
+    with pyro.validation_enabled(validate) if validate != is_validation_enabled() else contextlib.nullcontext():
         values = _global_draw(guide, args, kwargs, global_names) if global_names else {}
         if vectorize and num_particles > 1:
             dim = -(max_plate_nesting + 1)
