@@ -5,16 +5,9 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from .iw_svi import _check_float, amortized_pair, fit_local_guide
-from .log_likelihood import (
-    _check_nesting,
-    _check_positive_int,
-    _check_programs,
-    _data_chunks,
-    _infer_max_plate_nesting,
-    importance_estimate,
-    summarize,
-)
+from .chunks import check_float, check_nesting, check_positive_int, check_programs, data_chunks, data_plate_nesting
+from .iw_svi import amortized_pair, fit_local_guide
+from .log_likelihood import importance_estimate, summarize
 
 __all__ = ["InferenceGaps", "inference_gaps"]
 
@@ -141,15 +134,15 @@ def inference_gaps(
     :returns: per-point gaps and their ingredients.
     :rtype: InferenceGaps
     """
-    _check_programs(model, guide)
+    check_programs(model, guide)
     model, guide = amortized_pair(model, guide)
-    num_samples = _check_positive_int(num_samples, "num_samples")
-    elbo_samples = _check_positive_int(elbo_samples, "elbo_samples")
-    batch_size = _check_positive_int(batch_size, "batch_size", allow_none=True)
-    max_plate_nesting = _check_nesting(max_plate_nesting)
-    _check_float(lr, "lr")
-    _check_float(lr_decay, "lr_decay", high=1.0)
-    chunks = list(_data_chunks(args, kwargs, data_arg, batch_size))
+    num_samples = check_positive_int(num_samples, "num_samples")
+    elbo_samples = check_positive_int(elbo_samples, "elbo_samples")
+    batch_size = check_positive_int(batch_size, "batch_size", allow_none=True)
+    max_plate_nesting = check_nesting(max_plate_nesting)
+    check_float(lr, "lr")
+    check_float(lr_decay, "lr_decay", high=1.0)
+    chunks = list(data_chunks(args, kwargs, data_arg, batch_size))
     num_data = chunks[-1][0].stop
     if isinstance(log_px, torch.Tensor):
         if log_px.shape != (num_data,):
@@ -168,7 +161,7 @@ def inference_gaps(
     optimal_guides = []
     for rows, a, kw in tqdm(chunks, desc="inference gaps", disable=not progress, leave=False):
         if max_plate_nesting is None:
-            max_plate_nesting = _infer_max_plate_nesting(model, guide, a, kw)
+            max_plate_nesting = data_plate_nesting(model, guide, a, kw)
         opts = dict(common, max_plate_nesting=max_plate_nesting, batch_size=None)
         amortized = importance_estimate(
             model, guide, *a, num_samples=num_samples if method == "iwae" else elbo_samples, **opts, **kw

@@ -1,6 +1,5 @@
 """Importance-weighted stochastic variational inference (IW-SVI): per-point refined proposals for evaluation."""
 
-import math
 import numbers
 
 import pyro.distributions as dist
@@ -12,17 +11,9 @@ from pyro.util import get_rng_state, set_rng_state
 from torch.distributions import Independent, Normal
 from tqdm.auto import tqdm
 
-from ..infer.importance import iwae_objective
-from .log_likelihood import (
-    ImportanceEstimate,
-    _check_nesting,
-    _check_positive_int,
-    _check_programs,
-    _data_chunks,
-    _infer_max_plate_nesting,
-    _per_point_log_weights,
-    importance_estimate,
-)
+from ..infer.iwae_surrogate import iwae_objective
+from .chunks import check_float, check_nesting, check_positive_int, check_programs, data_chunks, data_plate_nesting
+from .log_likelihood import ImportanceEstimate, importance_estimate, traced_log_weights
 
 __all__ = ["LocalGaussianGuide", "fit_local_guide", "iw_svi", "iw_svi_estimate"]
 
@@ -161,14 +152,6 @@ def amortized_pair(model, guide):
     return model, guide
 
 
-def _check_float(value, name, low=0.0, high=math.inf, closed_high=True):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if not (value > low and (value <= high if closed_high else value < high)):
-        raise ValueError(f"{name} must be in ({low}, {high}], got {value!r}")
-    return float(value)
-
-
 def fit_local_guide(
     model,
     guide,
@@ -211,20 +194,20 @@ def fit_local_guide(
     :returns: the optimised guide for this batch.
     :rtype: LocalGaussianGuide
     """
-    _check_programs(model, guide)
+    check_programs(model, guide)
     model, guide = amortized_pair(model, guide)
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-    num_particles = _check_positive_int(num_particles, "num_particles")
+    num_particles = check_positive_int(num_particles, "num_particles")
     if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral) or num_steps < 0:
         raise ValueError(f"num_steps must be an integer >= 0, got {num_steps!r}")
-    lr = _check_float(lr, "lr")
-    lr_decay = _check_float(lr_decay, "lr_decay", high=1.0)
-    max_plate_nesting = _check_nesting(max_plate_nesting)
+    lr = check_float(lr, "lr")
+    lr_decay = check_float(lr_decay, "lr_decay", high=1.0)
+    max_plate_nesting = check_nesting(max_plate_nesting)
     if init is not None and not isinstance(init, LocalGaussianGuide):
         raise TypeError(f"init must be a LocalGaussianGuide or None, got {type(init).__name__}")
     if max_plate_nesting is None:
-        max_plate_nesting = _infer_max_plate_nesting(model, guide, args, kwargs)
+        max_plate_nesting = data_plate_nesting(model, guide, args, kwargs)
     start = init if init is not None else LocalGaussianGuide.from_guide(guide, *args, **kwargs)
     params = {n: (loc.detach().clone().requires_grad_(), ls.detach().clone().requires_grad_(), e) for n, (loc, ls, e) in start.params.items()}
     local = LocalGaussianGuide(guide, params)
@@ -235,7 +218,7 @@ def fit_local_guide(
     gamma = lr_decay ** (1.0 / num_steps)
     for step in range(int(num_steps)):
         with torch.enable_grad():
-            log_w = _per_point_log_weights(
+            log_w = traced_log_weights(
                 model, local, args, kwargs, num_particles, max_plate_nesting, data_plate, check=step == 0
             )
             if objective == "iwae":
@@ -298,15 +281,15 @@ def iw_svi_estimate(
     :returns: per-point results, each of shape ``(N,)``.
     :rtype: ~pyro_noisevae.evaluation.ImportanceEstimate
     """
-    _check_programs(model, guide)
+    check_programs(model, guide)
     model, guide = amortized_pair(model, guide)
-    batch_size = _check_positive_int(batch_size, "batch_size", allow_none=True)
-    max_plate_nesting = _check_nesting(max_plate_nesting)
-    chunks = list(_data_chunks(args, kwargs, data_arg, batch_size))
+    batch_size = check_positive_int(batch_size, "batch_size", allow_none=True)
+    max_plate_nesting = check_nesting(max_plate_nesting)
+    chunks = list(data_chunks(args, kwargs, data_arg, batch_size))
     results = []
     for rows, chunk_args, chunk_kwargs in tqdm(chunks, desc=f"IW-SVI (T={num_steps}, K={num_particles})", disable=not progress, leave=False):
         if max_plate_nesting is None:
-            max_plate_nesting = _infer_max_plate_nesting(model, guide, chunk_args, chunk_kwargs)
+            max_plate_nesting = data_plate_nesting(model, guide, chunk_args, chunk_kwargs)
         local = fit_local_guide(
             model,
             guide,

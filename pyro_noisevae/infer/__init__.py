@@ -8,11 +8,11 @@ from .importance import (
     check_local,
     importance_traces,
     infer_max_plate_nesting,
-    iwae_objective,
     per_point_log_weights,
     site_structure,
 )
 from .iwae_elbo import IWAE_ELBO
+from .iwae_surrogate import iwae_objective, register_dreg_hook
 
 __all__ = [
     "IWAE_ELBO",
@@ -23,6 +23,7 @@ __all__ = [
     "infer_max_plate_nesting",
     "iwae_objective",
     "per_point_log_weights",
+    "register_dreg_hook",
     "site_structure",
 ]
 __all__[:] = sorted(set(__all__))

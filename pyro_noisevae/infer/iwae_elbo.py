@@ -1,6 +1,5 @@
 """The importance-weighted bound (IWAE) as a Pyro ELBO, with standard and doubly-reparameterized gradients."""
 
-import math
 import numbers
 
 import torch
@@ -10,12 +9,18 @@ from pyro.infer.util import torch_item
 from pyro.util import get_rng_state, set_rng_state, warn_if_nan
 from torch import nn
 
-from .importance import (
-    importance_traces,
-    infer_max_plate_nesting,
+from .importance import importance_traces, infer_max_plate_nesting, site_structure
+from .iwae_surrogate import iwae_objective
+from .particle_terms import (
+    as_scale,
     is_delta,
-    iwae_objective,
-    site_structure,
+    left_pad,
+    per_particle,
+    reduce_to_kept,
+    same_scale,
+    stack_particles,
+    tensors_of,
+    varies_only_along,
     warn_vectorize_fallback,
 )
 
@@ -25,72 +30,20 @@ GRADIENT_ESTIMATORS = ("standard", "dreg")
 VALIDATE = ("first", "always")
 
 
-def _as_scale(scale):
-    return scale if isinstance(scale, (numbers.Number, torch.Tensor)) else float(scale)
 
 
-def _same_scale(a, b):
-    if isinstance(a, numbers.Number) and isinstance(b, numbers.Number):
-        return math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
-    a, b = torch.as_tensor(a), torch.as_tensor(b)
-    try:
-        a, b = torch.broadcast_tensors(a.to(b.dtype), b)
-    except RuntimeError:
-        return False
-    return bool(torch.allclose(a, b, rtol=1e-9, atol=0.0))
 
 
-def _varies_only_along(scale, keep_dims):
-    """True if the tensor ``scale`` (right-aligned to batch dims) is constant along every dim not in ``keep_dims``."""
-    if isinstance(scale, numbers.Number):
-        return True
-    return all(size == 1 or d in keep_dims for d, size in zip(range(-scale.dim(), 0), scale.shape))
 
 
-def _reduce(tensor, keep_dims):
-    """Sum ``tensor`` (right-aligned batch dims) over every dim not in ``keep_dims``, keeping them as size 1."""
-    if not isinstance(tensor, torch.Tensor):
-        return tensor
-    dims = [d for d in range(-tensor.dim(), 0) if d not in keep_dims and tensor.shape[d] != 1]
-    return tensor.sum(dims, keepdim=True) if dims else tensor
 
 
-def _left_pad(tensor, ndim):
-    return tensor.reshape((1,) * (ndim - tensor.dim()) + tensor.shape)
 
 
-def _tensors_of(obj, seen=None):
-    """The tensors held (possibly through base distributions) by a distribution object."""
-    seen = set() if seen is None else seen
-    if id(obj) in seen:
-        return []
-    seen.add(id(obj))
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, (list, tuple)):
-        return [t for item in obj for t in _tensors_of(item, seen)]
-    if isinstance(obj, torch.distributions.Distribution):
-        return [t for value in vars(obj).values() for t in _tensors_of(value, seen)]
-    return []
 
 
-def _per_particle(log_prob, particle_dim):
-    """A global site's log density summed over every dim but the particle dim: ``(K,)``, or a 0-dim tensor."""
-    if not isinstance(log_prob, torch.Tensor):
-        return torch.as_tensor(log_prob)
-    if particle_dim is None or log_prob.dim() < -particle_dim:
-        return log_prob.sum()
-    return log_prob.movedim(particle_dim, 0).reshape(log_prob.shape[particle_dim], -1).sum(-1)
 
 
-def _stack(parts):
-    """Stack per-particle terms (tensors of possibly different broadcastable shapes, or 0.0) along dim 0."""
-    if all(not isinstance(p, torch.Tensor) for p in parts):
-        return parts[0] if all(p == 0 for p in parts) else torch.tensor(parts)
-    like = next(p for p in parts if isinstance(p, torch.Tensor))
-    parts = [p if isinstance(p, torch.Tensor) else like.new_tensor(p) for p in parts]
-    ndim = max(p.dim() for p in parts)
-    return torch.stack(torch.broadcast_tensors(*[_left_pad(p, ndim) for p in parts]))
 
 
 class _Setup:
@@ -329,14 +282,14 @@ class IWAE_ELBO(ELBO):
         for f in keep:
             if f.full_size is not None and f.full_size != f.size:
                 subsample = subsample * f.full_size / f.size
-        relative = {id(s): _as_scale(s["scale"]) / subsample for s in sites if s["name"] in local}
+        relative = {id(s): as_scale(s["scale"]) / subsample for s in sites if s["name"] in local}
         # any further scale shared by the observed sites (e.g. the 1/M of a corruption plate) is a
         # replication weight of each plate element: it must also act after the log-sum-exp
         reference = [relative[id(s)] for s in model_trace.nodes.values()
                      if s["type"] == "sample" and s["is_observed"] and id(s) in relative]
         reference = reference or list(relative.values())
         shared = reference[0] if reference else 1.0
-        if not all(_same_scale(shared, r) for r in reference) or not _varies_only_along(shared, keep_dims):
+        if not all(same_scale(shared, r) for r in reference) or not varies_only_along(shared, keep_dims):
             shared = 1.0
 
         log_w = log_w_dreg = score = 0.0
@@ -346,10 +299,10 @@ class IWAE_ELBO(ELBO):
             if site["type"] != "sample":
                 continue
             if name not in local:
-                global_elbo = global_elbo + _per_particle(site["log_prob"], particle_dim)
+                global_elbo = global_elbo + per_particle(site["log_prob"], particle_dim)
                 continue
             rel = relative[id(site)] / shared
-            lp = _reduce(scale_and_mask(site["unscaled_log_prob"], rel, site["mask"]), keep_dims)
+            lp = reduce_to_kept(scale_and_mask(site["unscaled_log_prob"], rel, site["mask"]), keep_dims)
             log_w = log_w + lp
             log_w_dreg = log_w_dreg + lp
         dreg = self.gradient_estimator == "dreg"
@@ -373,7 +326,7 @@ class IWAE_ELBO(ELBO):
                     "(score-function gradient) or a reparameterizable distribution."
                 )
             if name not in local:
-                lq = _per_particle(site["log_prob"], particle_dim)
+                lq = per_particle(site["log_prob"], particle_dim)
                 global_elbo = global_elbo - lq
                 if has_score:
                     global_score = global_score + lq
@@ -381,7 +334,7 @@ class IWAE_ELBO(ELBO):
                     upstream.append(site["value"])
                 continue
             rel = relative[id(site)] / shared
-            lq = _reduce(scale_and_mask(site["unscaled_log_prob"], rel, site["mask"]), keep_dims)
+            lq = reduce_to_kept(scale_and_mask(site["unscaled_log_prob"], rel, site["mask"]), keep_dims)
             log_w = log_w - lq
             if has_score:
                 score = score + lq
@@ -390,7 +343,7 @@ class IWAE_ELBO(ELBO):
                 # Delta sites (e.g. an autoguide's transform of its auxiliary draw) carry no parameters of
                 # their own: their log density depends on the upstream draw only and keeps its path
                 stopped = detach(site["fn"]).log_prob(site["value"], *site["args"], **site["kwargs"])
-                log_w_dreg = log_w_dreg - _reduce(scale_and_mask(stopped, rel, site["mask"]), keep_dims)
+                log_w_dreg = log_w_dreg - reduce_to_kept(scale_and_mask(stopped, rel, site["mask"]), keep_dims)
                 value = site["value"]
                 if value.requires_grad:
                     if first:
@@ -405,7 +358,7 @@ class IWAE_ELBO(ELBO):
     def _check_no_latent_dependence(name, site, earlier_values):
         if not earlier_values:
             return
-        params = [t for t in _tensors_of(site["fn"]) if t.requires_grad]
+        params = [t for t in tensors_of(site["fn"]) if t.requires_grad]
         if not params:
             return
         grads = torch.autograd.grad(
@@ -430,14 +383,14 @@ class IWAE_ELBO(ELBO):
         if pdim is not None:  # one vectorized trace, particles at pdim
             t = terms[0]
             ndim = -pdim
-            log_w, log_w_dreg, score = [_left_pad(x, ndim) if isinstance(x, torch.Tensor) else x
+            log_w, log_w_dreg, score = [left_pad(x, ndim) if isinstance(x, torch.Tensor) else x
                                         for x in (t.log_w, t.log_w_dreg, t.score)]
             global_elbo, global_score, hooks, common_scale = t.global_elbo, t.global_score, t.hooks, t.common_scale
         else:  # K looped traces (or K == 1): stack along a new dim 0
             common_scale = terms[0].common_scale
-            log_w, log_w_dreg, score = (_stack([getattr(t, f) for t in terms]) for f in ("log_w", "log_w_dreg", "score"))
-            global_elbo = _stack([t.global_elbo for t in terms])
-            global_score = _stack([t.global_score for t in terms])
+            log_w, log_w_dreg, score = (stack_particles([getattr(t, f) for t in terms]) for f in ("log_w", "log_w_dreg", "score"))
+            global_elbo = stack_particles([t.global_elbo for t in terms])
+            global_score = stack_particles([t.global_score for t in terms])
             hooks = [h for t in terms for h in t.hooks]
         if not isinstance(log_w, torch.Tensor) or log_w.shape[0] != K:
             raise RuntimeError(

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
-from ..infer.importance import iwae_objective
+from ..infer.iwae_surrogate import iwae_objective
 from .vae import VAE, check_data
 
 __all__ = ["FusedVAEObjective", "elbo_terms", "is_plain_vae_pair", "vae_log_weights"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pyro_noisevae.evaluation import LocalGaussianGuide, fit_local_guide, importance_estimate, iw_svi, iw_svi_estimate, log_likelihood
-from pyro_noisevae.evaluation.log_likelihood import _per_point_log_weights
+from pyro_noisevae.evaluation.log_likelihood import traced_log_weights
 
 
 def test_iw_svi_improves_a_bad_encoder_to_the_exact_value(linear_gaussian):
@@ -59,7 +59,7 @@ def test_elbo_objective_finds_the_exact_posterior(linear_gaussian):
 def _iwae_bound(model, guide, x, K, repeats):
     """Monte Carlo estimate of the IWAE-K bound E[log mean_k w_k] per point, and its standard error."""
     with torch.no_grad():
-        log_w = _per_point_log_weights(model, guide, (x,), {}, K * repeats, 1, None).reshape(repeats, K, -1)
+        log_w = traced_log_weights(model, guide, (x,), {}, K * repeats, 1, None).reshape(repeats, K, -1)
     bounds = log_w.logsumexp(1) - math.log(K)
     return bounds.mean(0), bounds.std(0) / math.sqrt(repeats)
 

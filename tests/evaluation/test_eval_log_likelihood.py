@@ -9,7 +9,7 @@ import torch
 from pyro.infer.importance import vectorized_importance_weights
 
 from pyro_noisevae.evaluation import importance_estimate, log_likelihood, summarize
-from pyro_noisevae.evaluation.log_likelihood import _per_point_log_weights, _WeightAccumulator
+from pyro_noisevae.evaluation.log_likelihood import traced_log_weights, _WeightAccumulator
 from pyro_noisevae.handlers import beta_scale
 from pyro_noisevae.models import VAE
 
@@ -103,7 +103,7 @@ def test_per_point_weights_sum_to_pyros_vectorized_importance_weights(linear_gau
     x = lg.sample(5)
     guide = lg.guide(shift=0.5)
     pyro.set_rng_seed(3)
-    ours = _per_point_log_weights(lg.model, guide, (x,), {}, 11, 1, None)
+    ours = traced_log_weights(lg.model, guide, (x,), {}, 11, 1, None)
     pyro.set_rng_seed(3)
     theirs, _, _ = vectorized_importance_weights(lg.model, guide, x, num_samples=11, max_plate_nesting=1)
     assert ours.shape == (11, 5)
