@@ -7,10 +7,12 @@ import math
 import numbers
 
 import torch
+from pyro.infer.autoguide import AutoGuide
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 from pyro.util import get_rng_state, set_rng_state
 
+from ..guides import DenoisingGuide
 from ..infer.importance import SetSubsample, check_local, infer_max_plate_nesting, site_structure
 
 __all__ = [
@@ -179,8 +181,6 @@ def subsample_chunks(model, guide, args, kwargs, data_plate, batch_size):
 
 
 def is_autoguide(guide):
-    from pyro.infer.autoguide import AutoGuide
-
     return isinstance(guide, AutoGuide) or isinstance(getattr(guide, "_guide", None), AutoGuide)
 
 
@@ -199,8 +199,6 @@ def make_chunks(model, guide, args, kwargs, data_arg, batch_size, data_plate):
 
 def denoising_pair(model, guide):
     """A :class:`~pyro_noisevae.guides.DenoisingGuide` with ``M > 1`` needs its model in the corruption plate."""
-    from ..guides import DenoisingGuide
-
     if isinstance(guide, DenoisingGuide) and guide.num_corruptions > 1 and not guide.wraps(model):
         model = guide.wrap_model(model)
     return model, guide

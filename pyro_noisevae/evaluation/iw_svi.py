@@ -4,6 +4,7 @@ import numbers
 
 import pyro.distributions as dist
 import torch
+from pyro.infer.autoguide import AutoGuide
 from pyro import poutine
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
@@ -11,6 +12,7 @@ from pyro.util import get_rng_state, set_rng_state
 from torch.distributions import Independent, Normal
 from tqdm.auto import tqdm
 
+from ..guides import DenoisingGuide
 from ..infer.iwae_surrogate import iwae_objective
 from .chunks import check_float, check_nesting, check_positive_int, check_programs, data_chunks, data_plate_nesting
 from .log_likelihood import ImportanceEstimate, importance_estimate, traced_log_weights
@@ -90,9 +92,7 @@ class LocalGaussianGuide:
 
         :raises ValueError: for a non-Gaussian guide site.
         """
-        from pyro.infer.autoguide import AutoGuide
-
-        if isinstance(guide, AutoGuide):
+            if isinstance(guide, AutoGuide):
             raise ValueError(
                 f"the guide is a {type(guide).__name__}, whose parameters are already per data point: IW-SVI refines "
                 "an AMORTIZED guide q(z | x) point by point. Fit the autoguide (its optimum is the per-point refit) "
@@ -145,8 +145,6 @@ def amortized_pair(model, guide):
     :class:`~pyro_noisevae.guides.DenoisingGuide` is replaced by the guide it wraps (the encoder on clean data, as
     amortized inference regularization evaluates it) and its model unwrapped from the corruption plate.
     """
-    from ..guides import DenoisingGuide
-
     if isinstance(guide, DenoisingGuide):
         return guide.unwrap_model(model), guide.base_guide
     return model, guide

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import torch
 from pyro.infer.util import is_validation_enabled
+from pyro.poutine.runtime import am_i_wrapped
 from tqdm.auto import tqdm
 
 from ..infer.importance import (
@@ -14,6 +15,8 @@ from ..infer.importance import (
     per_point_log_weights,
     site_structure,
 )
+from ..models.fused import is_plain_vae_pair, vae_log_weights
+from ..models.vae import check_data
 from .chunks import (
     check_nesting,
     check_positive_int,
@@ -83,16 +86,12 @@ def _fast_vae(model, guide, args, kwargs, data_arg, fast_path):
     """
     if fast_path is False:
         return None
-    from pyro.poutine.runtime import _PYRO_STACK
-
-    from ..models.fused import is_plain_vae_pair
-
     reasons = []
     if not is_plain_vae_pair(model, guide):
         reasons.append("model and guide are not the plain vae.model / vae.guide of one pyro_noisevae VAE")
     if len(args) != 1 or set(kwargs) - {"num_data"} or data_arg not in (0, (0,), [0], "auto"):
         reasons.append("the programs must be called with the data only: (x) or (x, num_data=...)")
-    if _PYRO_STACK:
+    if am_i_wrapped():
         reasons.append("effect handlers are active around the call")
     if not reasons:
         return model.__self__
@@ -103,8 +102,6 @@ def _fast_vae(model, guide, args, kwargs, data_arg, fast_path):
 
 def _fused_log_weights(vae, x, num_particles):
     """``(P, B)`` log weights of the VAE's guide as proposal, in closed form (same draws as the traced path)."""
-    from ..models.fused import vae_log_weights
-
     t = vae_log_weights(vae, x, num_particles)
     log_w = t["log_px_z"] + t["log_pz"] - t["log_qz"]
     if torch.isnan(log_w).any():
@@ -116,8 +113,6 @@ def _fused_log_weights(vae, x, num_particles):
 
 
 def _check_fast_data(vae, x):
-    from ..models.vae import check_data
-
     check_data(x, vae.x_dim)
     if is_validation_enabled():
         vae.likelihood.check_data(x)
