@@ -7,8 +7,8 @@ import math
 import numbers
 
 import torch
-from pyro.infer.autoguide import AutoGuide
 from pyro import poutine
+from pyro.infer.autoguide import AutoGuide
 from pyro.poutine.util import prune_subsample_sites
 from pyro.util import get_rng_state, set_rng_state
 

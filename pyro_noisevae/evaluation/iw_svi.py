@@ -4,8 +4,8 @@ import numbers
 
 import pyro.distributions as dist
 import torch
-from pyro.infer.autoguide import AutoGuide
 from pyro import poutine
+from pyro.infer.autoguide import AutoGuide
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from pyro.util import get_rng_state, set_rng_state
@@ -92,7 +92,7 @@ class LocalGaussianGuide:
 
         :raises ValueError: for a non-Gaussian guide site.
         """
-            if isinstance(guide, AutoGuide):
+        if isinstance(guide, AutoGuide):
             raise ValueError(
                 f"the guide is a {type(guide).__name__}, whose parameters are already per data point: IW-SVI refines "
                 "an AMORTIZED guide q(z | x) point by point. Fit the autoguide (its optimum is the per-point refit) "
