@@ -137,6 +137,10 @@ class Chunk:
         self.wrap = wrap or (lambda fn: fn)
         self.valid = num_rows if valid is None else valid  # leading rows that are real (the rest is padding)
 
+    def unwrapped(self):
+        """The same chunk for programs already wrapped by :attr:`wrap`."""
+        return Chunk(self.rows, self.args, self.kwargs, self.num_rows, None, self.valid)
+
 
 def probe_structure(model, guide, args, kwargs, data_plate):
     """The site structure of one probe trace of guide and model, without particles (RNG restored)."""
@@ -184,14 +188,38 @@ def is_autoguide(guide):
     return isinstance(guide, AutoGuide) or isinstance(getattr(guide, "_guide", None), AutoGuide)
 
 
+def _has_per_point_params(guide, args, kwargs, batch_size):
+    """
+    True when a parameter of ``guide`` has one row per data point (leading dim ``N = len(args[0])``): slicing
+    the data would then misalign the guide's rows with the data, so the data plate is subsampled instead (always
+    correct: a plate without ``subsample_size`` is then evaluated whole).
+    """
+    if not args or not isinstance(args[0], torch.Tensor) or args[0].dim() < 1:
+        return False
+    num = args[0].shape[0]
+    if batch_size is None or batch_size >= num:
+        return False
+    state = get_rng_state()
+    try:
+        with torch.no_grad(), poutine.block():
+            trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    except Exception:  # the probe is a heuristic: errors surface in the evaluation itself
+        return False
+    finally:
+        set_rng_state(state)
+    return any(s["type"] == "param" and getattr(s["value"], "dim", lambda: 0)() >= 1 and s["value"].shape[0] == num
+               for s in trace.nodes.values())
+
+
 def make_chunks(model, guide, args, kwargs, data_arg, batch_size, data_plate):
     """
     The data chunks of an evaluation and the data plate's name (``None``: inferred per pass). Amortized guides
-    slice the data arguments named by ``data_arg``; ``data_arg=None`` (the default for Pyro autoguides) keeps
-    them whole and subsamples the data plate instead.
+    slice the data arguments named by ``data_arg``; ``data_arg=None`` keeps them whole and subsamples the data
+    plate instead. ``data_arg="auto"`` (the default) chooses ``None`` for Pyro autoguides and for guides with a
+    parameter row per data point (leading dim ``len(args[0])``), ``0`` otherwise.
     """
     if data_arg == "auto":
-        data_arg = None if is_autoguide(guide) else 0
+        data_arg = None if is_autoguide(guide) or _has_per_point_params(guide, args, kwargs, batch_size) else 0
     if data_arg is None:
         return subsample_chunks(model, guide, args, kwargs, data_plate, batch_size)
     return [Chunk(rows, a, kw, rows.stop - rows.start) for rows, a, kw in data_chunks(args, kwargs, data_arg, batch_size)], data_plate

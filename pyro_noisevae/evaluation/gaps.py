@@ -5,9 +5,18 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from .chunks import check_float, check_nesting, check_positive_int, check_programs, data_chunks, data_plate_nesting
-from .iw_svi import amortized_pair, fit_local_guide
-from .log_likelihood import importance_estimate, summarize
+from ..infer.importance import check_local
+from .chunks import (
+    check_float,
+    check_nesting,
+    check_positive_int,
+    check_programs,
+    data_plate_nesting,
+    make_chunks,
+    probe_structure,
+)
+from .iw_svi import amortized_pair, fit_local_guide, refuse_autoguide
+from .log_likelihood import estimate_chunks, summarize, traced_pass
 
 __all__ = ["InferenceGaps", "inference_gaps"]
 
@@ -101,7 +110,7 @@ def inference_gaps(
     lr_decay=0.1,
     chunk_size=100,
     batch_size=100,
-    data_arg=0,
+    data_arg="auto",
     data_plate=None,
     max_plate_nesting=None,
     progress=True,
@@ -142,8 +151,10 @@ def inference_gaps(
     max_plate_nesting = check_nesting(max_plate_nesting)
     check_float(lr, "lr")
     check_float(lr_decay, "lr_decay", high=1.0)
-    chunks = list(data_chunks(args, kwargs, data_arg, batch_size))
-    num_data = chunks[-1][0].stop
+    check_local(probe_structure(model, guide, args, kwargs, data_plate))  # global latents: refuse before any pass
+    refuse_autoguide(guide)
+    chunks, data_plate = make_chunks(model, guide, args, kwargs, data_arg, batch_size, data_plate)
+    num_data = chunks[-1].rows.stop
     if isinstance(log_px, torch.Tensor):
         if log_px.shape != (num_data,):
             raise ValueError(f"log_px given as a tensor must have shape ({num_data},), got {tuple(log_px.shape)}")
@@ -155,28 +166,30 @@ def inference_gaps(
     else:
         raise ValueError(f"log_px must be one of {LOG_PX_METHODS} or a tensor of shape ({num_data},), got {log_px!r}")
 
-    common = dict(data_arg=data_arg, data_plate=data_plate, chunk_size=chunk_size, progress=False)
     fit = dict(num_steps=num_steps, num_particles=num_particles, lr=lr, lr_decay=lr_decay, data_plate=data_plate)
     parts = {k: [] for k in ("lp", "lp_se", "ea", "ea_se", "eo", "eo_se")}
     optimal_guides = []
-    for rows, a, kw in tqdm(chunks, desc="inference gaps", disable=not progress, leave=False):
+    for chunk in tqdm(chunks, desc="inference gaps", disable=not progress, leave=False):
+        m, g = chunk.wrap(model), chunk.wrap(guide)
+        a, kw, same = chunk.args, chunk.kwargs, [chunk.unwrapped()]
         if max_plate_nesting is None:
-            max_plate_nesting = data_plate_nesting(model, guide, a, kw)
-        opts = dict(common, max_plate_nesting=max_plate_nesting, batch_size=None)
-        amortized = importance_estimate(
-            model, guide, *a, num_samples=num_samples if method == "iwae" else elbo_samples, **opts, **kw
-        )
-        q_star = fit_local_guide(model, guide, *a, objective="elbo", max_plate_nesting=max_plate_nesting, **fit, **kw)
-        optimal = importance_estimate(model, q_star, *a, num_samples=elbo_samples, **opts, **kw)
+            max_plate_nesting = data_plate_nesting(m, g, a, kw)
+
+        def estimate(proposal, k):
+            return estimate_chunks(traced_pass(m, proposal, data_plate, max_plate_nesting), same, k, chunk_size)
+
+        amortized = estimate(g, num_samples if method == "iwae" else elbo_samples)
+        q_star = fit_local_guide(m, g, *a, objective="elbo", max_plate_nesting=max_plate_nesting, **fit, **kw)
+        optimal = estimate(q_star, elbo_samples)
         optimal_guides.append(q_star)
         if method == "iwae":
             lp, lp_se = amortized.log_px, amortized.stderr
         elif method == "iw-svi":
-            q_iw = fit_local_guide(model, guide, *a, objective="iwae", max_plate_nesting=max_plate_nesting, **fit, **kw)
-            est = importance_estimate(model, q_iw, *a, num_samples=num_samples, **opts, **kw)
+            q_iw = fit_local_guide(m, g, *a, objective="iwae", max_plate_nesting=max_plate_nesting, **fit, **kw)
+            est = estimate(q_iw, num_samples)
             lp, lp_se = est.log_px, est.stderr
         else:
-            lp = log_px[rows].to(device=amortized.elbo.device, dtype=amortized.elbo.dtype)
+            lp = log_px[chunk.rows].to(device=amortized.elbo.device, dtype=amortized.elbo.dtype)
             lp_se = torch.zeros_like(lp)
         for key, value in zip(
             parts, (lp, lp_se, amortized.elbo, amortized.elbo_stderr, optimal.elbo, optimal.elbo_stderr)

@@ -14,10 +14,19 @@ from tqdm.auto import tqdm
 
 from ..guides import DenoisingGuide
 from ..infer.iwae_surrogate import iwae_objective
-from .chunks import check_float, check_nesting, check_positive_int, check_programs, data_chunks, data_plate_nesting
-from .log_likelihood import ImportanceEstimate, importance_estimate, traced_log_weights
+from ..infer.importance import check_local
+from .chunks import (
+    check_float,
+    check_nesting,
+    check_positive_int,
+    check_programs,
+    data_plate_nesting,
+    make_chunks,
+    probe_structure,
+)
+from .log_likelihood import ImportanceEstimate, estimate_chunks, traced_log_weights, traced_pass
 
-__all__ = ["LocalGaussianGuide", "fit_local_guide", "iw_svi", "iw_svi_estimate"]
+__all__ = ["LocalGaussianGuide", "amortized_pair", "fit_local_guide", "iw_svi", "iw_svi_estimate", "refuse_autoguide"]
 
 OBJECTIVES = ("iwae", "elbo")
 
@@ -92,11 +101,7 @@ class LocalGaussianGuide:
 
         :raises ValueError: for a non-Gaussian guide site.
         """
-        if isinstance(guide, AutoGuide):
-            raise ValueError(
-                f"the guide is a {type(guide).__name__}, whose parameters are already per data point: IW-SVI refines "
-                "an AMORTIZED guide q(z | x) point by point. Fit the autoguide (its optimum is the per-point refit) "
-                "and evaluate it with log_likelihood / importance_estimate instead.")
+        refuse_autoguide(guide)
         state = get_rng_state()  # the draws of this trace are discarded: keep the caller's random stream intact
         try:
             trace = poutine.trace(guide).get_trace(*args, **kwargs)
@@ -137,6 +142,15 @@ class LocalGaussianGuide:
     def __call__(self, *args, **kwargs):
         with _LocalGaussianMessenger(self.params):
             return self.guide(*args, **kwargs)
+
+
+def refuse_autoguide(guide):
+    """IW-SVI and the gap decomposition refine an amortized guide: an autoguide is refused with the fix."""
+    if isinstance(guide, AutoGuide):
+        raise ValueError(
+            f"the guide is a {type(guide).__name__}, whose parameters are already per data point: IW-SVI refines "
+            "an AMORTIZED guide q(z | x) point by point. Fit the autoguide (its optimum is the per-point refit) "
+            "and evaluate it with log_likelihood / importance_estimate instead.")
 
 
 def amortized_pair(model, guide):
@@ -204,6 +218,9 @@ def fit_local_guide(
     max_plate_nesting = check_nesting(max_plate_nesting)
     if init is not None and not isinstance(init, LocalGaussianGuide):
         raise TypeError(f"init must be a LocalGaussianGuide or None, got {type(init).__name__}")
+    if init is None:
+        check_local(probe_structure(model, guide, args, kwargs, data_plate))
+        refuse_autoguide(guide)
     if max_plate_nesting is None:
         max_plate_nesting = data_plate_nesting(model, guide, args, kwargs)
     start = init if init is not None else LocalGaussianGuide.from_guide(guide, *args, **kwargs)
@@ -253,7 +270,7 @@ def iw_svi_estimate(
     num_samples=5000,
     chunk_size=100,
     batch_size=100,
-    data_arg=0,
+    data_arg="auto",
     data_plate=None,
     max_plate_nesting=None,
     progress=True,
@@ -283,39 +300,19 @@ def iw_svi_estimate(
     model, guide = amortized_pair(model, guide)
     batch_size = check_positive_int(batch_size, "batch_size", allow_none=True)
     max_plate_nesting = check_nesting(max_plate_nesting)
-    chunks = list(data_chunks(args, kwargs, data_arg, batch_size))
+    check_local(probe_structure(model, guide, args, kwargs, data_plate))  # global latents: refuse before any pass
+    refuse_autoguide(guide)
+    chunks, data_plate = make_chunks(model, guide, args, kwargs, data_arg, batch_size, data_plate)
     results = []
-    for rows, chunk_args, chunk_kwargs in tqdm(chunks, desc=f"IW-SVI (T={num_steps}, K={num_particles})", disable=not progress, leave=False):
+    for chunk in tqdm(chunks, desc=f"IW-SVI (T={num_steps}, K={num_particles})", disable=not progress, leave=False):
+        m, g = chunk.wrap(model), chunk.wrap(guide)
         if max_plate_nesting is None:
-            max_plate_nesting = data_plate_nesting(model, guide, chunk_args, chunk_kwargs)
-        local = fit_local_guide(
-            model,
-            guide,
-            *chunk_args,
-            objective="iwae",
-            num_particles=num_particles,
-            num_steps=num_steps,
-            lr=lr,
-            lr_decay=lr_decay,
-            data_plate=data_plate,
-            max_plate_nesting=max_plate_nesting,
-            **chunk_kwargs,
-        )
-        results.append(
-            importance_estimate(
-                model,
-                local,
-                *chunk_args,
-                num_samples=num_samples,
-                chunk_size=chunk_size,
-                batch_size=None,
-                data_arg=data_arg,
-                data_plate=data_plate,
-                max_plate_nesting=max_plate_nesting,
-                progress=False,
-                **chunk_kwargs,
-            )
-        )
+            max_plate_nesting = data_plate_nesting(m, g, chunk.args, chunk.kwargs)
+        local = fit_local_guide(m, g, *chunk.args, objective="iwae", num_particles=num_particles, num_steps=num_steps,
+                                lr=lr, lr_decay=lr_decay, data_plate=data_plate, max_plate_nesting=max_plate_nesting,
+                                **chunk.kwargs)
+        results.append(estimate_chunks(traced_pass(m, local, data_plate, max_plate_nesting), [chunk.unwrapped()],
+                                       num_samples, chunk_size))
     return ImportanceEstimate.cat(results)
 
 

@@ -26,7 +26,16 @@ from .chunks import (
     probe_structure,
 )
 
-__all__ = ["ImportanceEstimate", "importance_estimate", "iwae_bound", "log_likelihood", "summarize", "traced_log_weights"]
+__all__ = [
+    "ImportanceEstimate",
+    "estimate_chunks",
+    "importance_estimate",
+    "iwae_bound",
+    "log_likelihood",
+    "summarize",
+    "traced_log_weights",
+    "traced_pass",
+]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -129,6 +138,16 @@ def _log_weight_pass(model, guide, args, kwargs, data_arg, data_plate, max_plate
     if vae is not None:
         _check_fast_data(vae, args[0])
         return lambda chunk, num_particles, first: _fused_log_weights(vae, chunk.args[0], num_particles)
+    return traced_pass(model, guide, data_plate, max_plate_nesting)
+
+
+def traced_pass(model, guide, data_plate=None, max_plate_nesting=None):
+    """
+    The traced per-chunk log-weight function ``pass_(chunk, num_particles, first) -> (S, B)`` of any (model,
+    guide) pair: a :class:`~pyro_noisevae.guides.DenoisingGuide`'s model is put in its corruption plate, global
+    latents are refused on the first chunk (before the vectorized pass could fail inside the user's code), and
+    ``max_plate_nesting`` is inferred there when ``None``.
+    """
     model, guide = denoising_pair(model, guide)
     nesting = [max_plate_nesting]
 
@@ -145,6 +164,31 @@ def _log_weight_pass(model, guide, args, kwargs, data_arg, data_plate, max_plate
 
 
 # ----------------------------------------------------------------------------------------------------------
+
+
+def estimate_chunks(log_weights, chunks, num_samples, chunk_size=100, progress=False, desc=None):
+    r"""
+    IWAE-k estimates over data ``chunks`` (:class:`~pyro_noisevae.evaluation.chunks.Chunk`), ``k = num_samples``
+    drawn ``chunk_size`` at a time by ``log_weights(chunk, num_particles, first)`` and combined by a running
+    log-sum-exp (memory bounded by one pass). Padding rows of a chunk are dropped.
+
+    :rtype: ImportanceEstimate
+    """
+    particle_chunks = [min(chunk_size, num_samples - s) for s in range(0, num_samples, chunk_size)]
+    results = []
+    with torch.no_grad(), tqdm(total=len(chunks) * len(particle_chunks), desc=desc or f"IWAE-{num_samples}",
+                               disable=not progress, leave=False) as bar:
+        for chunk in chunks:
+            acc = None
+            for i, size in enumerate(particle_chunks):
+                log_w = log_weights(chunk, size, i == 0)[:, : chunk.valid]
+                if acc is None:
+                    acc = _WeightAccumulator(log_w.shape[1], log_w.device)
+                    dtype = log_w.dtype
+                acc.update(log_w)
+                bar.update(1)
+            results.append(acc.result(dtype))
+    return ImportanceEstimate.cat(results)
 
 
 def _accumulator_dtype(device):
@@ -305,22 +349,7 @@ def importance_estimate(
     max_plate_nesting = check_nesting(max_plate_nesting)
     log_weights = _log_weight_pass(model, guide, args, kwargs, data_arg, data_plate, max_plate_nesting, fast_path)
     chunks, data_plate = make_chunks(*denoising_pair(model, guide), args, kwargs, data_arg, batch_size, data_plate)
-    particle_chunks = [min(chunk_size, num_samples - s) for s in range(0, num_samples, chunk_size)]
-    results = []
-    with torch.no_grad(), tqdm(
-        total=len(chunks) * len(particle_chunks), desc=f"IWAE-{num_samples}", disable=not progress, leave=False
-    ) as bar:
-        for chunk in chunks:
-            acc = None
-            for i, size in enumerate(particle_chunks):
-                log_w = log_weights(chunk, size, i == 0)[:, : chunk.valid]
-                if acc is None:
-                    acc = _WeightAccumulator(log_w.shape[1], log_w.device)
-                    dtype = log_w.dtype
-                acc.update(log_w)
-                bar.update(1)
-            results.append(acc.result(dtype))
-    return ImportanceEstimate.cat(results)
+    return estimate_chunks(log_weights, chunks, num_samples, chunk_size, progress)
 
 
 def iwae_bound(

@@ -222,15 +222,17 @@ class SiteStructure:
     :ivar frozenset replicate: names of replicate plates among ``keep``.
     :ivar tuple global_names: latent sites outside the data plate (model order), drawn once per evaluation.
     :ivar tuple local_names: sample sites inside it.
+    :ivar frozenset guide_only: guide sites without a model site (auxiliary draws, e.g. an autoguide's).
     """
 
-    def __init__(self, data_frame, keep, replicate, global_names, local_names):
+    def __init__(self, data_frame, keep, replicate, global_names, local_names, guide_only=()):
         self.data_frame = data_frame
         self.keep = frozenset(keep)
         self.keep_names = frozenset(f.name for f in keep)
         self.replicate = frozenset(replicate)
         self.global_names = tuple(global_names)
         self.local_names = tuple(local_names)
+        self.guide_only = frozenset(guide_only)  # guide sites without a model site (auxiliary draws)
 
     def frames(self, traces):
         """The kept plates' frames as they occur in ``traces`` (their sizes may differ from the probe's)."""
@@ -299,6 +301,7 @@ def site_structure(model_trace, guide_trace, data_plate=None):
         else:
             raise ValueError(f"observed site {name!r} lies outside the data plate "
                              f"{sorted(f.name for f in data_frames)}")
+    guide_only = {n for n, _ in _sample_sites(guide_trace) if n not in model_trace.nodes}
     local_plates = [_plates(s) for n, s in sites if n in set(local)]
     keep = frozenset.intersection(*local_plates) if local_plates else frozenset(data_frames)
     replicate = {s["infer"].get(REPLICATE_KEY) for n, s in sites if s["infer"].get(REPLICATE_KEY)}
@@ -306,7 +309,7 @@ def site_structure(model_trace, guide_trace, data_plate=None):
     data_frame = next(iter(f for f in keep if f.name not in replicate and f in data_frames), None)
     if data_frame is None:
         data_frame = next(iter(data_frames))
-    return SiteStructure(data_frame, keep, replicate, global_names, local)
+    return SiteStructure(data_frame, keep, replicate, global_names, local, guide_only)
 
 
 def _is_subsample(site):
@@ -331,9 +334,17 @@ def check_local(structure):
 
     :raises ValueError: naming the global sites and the fix.
     """
-    if structure.global_names:
+    joint = [n for n in structure.global_names if n in structure.guide_only]
+    if joint and len(joint) == len(structure.global_names):  # only the guide couples the points
         raise ValueError(
-            f"latent sites {list(structure.global_names)} are global (outside the data plate "
+            f"guide sites {joint} lie outside the data plate {structure.data_frame.name!r} and are not model latents: "
+            "the guide draws the latents of all data points jointly (as AutoDiagonalNormal / AutoMultivariateNormal "
+            "do), so its log-density does not split per point. Use a guide that factorizes over the data plate, e.g. "
+            "AutoNormal or an amortized guide, for per-point evaluation (log_likelihood).")
+    if structure.global_names:
+        model_globals = [n for n in structure.global_names if n not in structure.guide_only]
+        raise ValueError(
+            f"latent sites {model_globals} are global (outside the data plate "
             f"{structure.data_frame.name!r}): they couple the data points, so log p(x) does not split into "
             "per-point terms. Condition on the global latents (pyro.condition / poutine.condition) to evaluate "
             "the conditional model per point, or train and compare with IWAE_ELBO, which bounds the joint "
