@@ -12,16 +12,20 @@ def _se_of_mean(per_point_se):
     return (per_point_se.pow(2).sum().sqrt() / per_point_se.numel()).item()
 
 
-def test_gaps_equal_closed_form_kl(linear_gaussian):
+@pytest.mark.parametrize("batch_size", [100, 3], ids=["one-batch", "batches-of-3"])
+def test_gaps_equal_closed_form_kl(linear_gaussian, batch_size):
     # log p(x) - ELBO(q) = KL(q || p(z|x)) exactly; the diagonal Gaussian family contains the posterior
     lg = linear_gaussian
     x = lg.sample(8)
     shift, factor = 0.5, 1.8
-    opts = dict(elbo_samples=4000, num_steps=150, num_particles=10, progress=False)
+    opts = dict(elbo_samples=4000, num_steps=150, num_particles=10, progress=False, batch_size=batch_size)
     gaps = inference_gaps(lg.model, lg.guide(shift, factor), x, log_px=lg.log_px(x), **opts)
     kl_amortized = lg.kl_to_posterior(x, *lg.encoder(shift, factor)(x))
-    (q_star,) = gaps.optimal_guides
-    kl_star = lg.kl_to_posterior(x, q_star.loc("z"), q_star.scale("z"))
+    # one optimal guide per chunk, each fitted on its own points
+    assert len(gaps.optimal_guides) == math.ceil(8 / batch_size)
+    loc = torch.cat([q.loc("z") for q in gaps.optimal_guides])
+    scale = torch.cat([q.scale("z") for q in gaps.optimal_guides])
+    kl_star = lg.kl_to_posterior(x, loc, scale)
 
     # inference gap = KL(q_amortized || posterior), within Monte Carlo error of the ELBO estimate
     se = _se_of_mean(gaps.stderr("inference_gap"))
