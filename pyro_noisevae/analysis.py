@@ -2,10 +2,12 @@
 
 import math
 import numbers
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from scipy import stats
 from torch.distributions import Normal, kl_divergence
 
 __all__ = [
@@ -104,15 +106,35 @@ def _check_xy(x, y):
     return x, y
 
 
-def _ols(u, v):
-    """Least-squares line ``v = a + b u`` along the last axis: ``(a, b)``; ``b`` is NaN when ``u`` is constant."""
-    um, vm = u.mean(-1, keepdims=True), v.mean(-1, keepdims=True)
-    sxx = ((u - um) ** 2).sum(-1)
-    sxy = ((u - um) * (v - vm)).sum(-1)
+def _slope(u, v, axis=-1):
+    """Least-squares slope of ``v`` on ``u`` along ``axis``; NaN where all ``u`` are equal.
+
+    The statistic :func:`scipy.stats.bootstrap` evaluates on a whole batch of replicates at once
+    (``linregress`` fits one line per Python call). A constant ``u`` is told by its range, not by
+    :math:`S_{uu} > 0`: the rounded mean of equal values can leave a tiny :math:`S_{uu}` and a meaningless slope.
+    """
+    du, dv = u - u.mean(axis, keepdims=True), v - v.mean(axis, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
-        b = np.where(sxx > 0, sxy / np.where(sxx > 0, sxx, 1.0), np.nan)
-    a = vm[..., 0] - b * um[..., 0]
-    return a, b
+        return np.where(np.ptp(u, axis=axis) > 0, (du * dv).sum(axis) / (du * du).sum(axis), np.nan)
+
+
+def _bootstrap_slopes(data, statistic, num_bootstrap, paired, rng):
+    """``num_bootstrap`` finite bootstrap replicates of ``statistic``, drawn by :func:`scipy.stats.bootstrap`.
+
+    Pairs resamples with a single distinct abscissa have no slope: they are redrawn, so the interval is
+    conditional on a defined slope (frequent only for a handful of points, e.g. 1 in 9 for 3 points). The
+    caller takes the percentile interval of these replicates, as scipy's ``method="percentile"`` does, but
+    without the undefined ones (scipy's own interval, and its warning, would be NaN whenever one occurs).
+    """
+    slopes = np.empty(0)
+    while slopes.size < num_bootstrap:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+            res = stats.bootstrap(data, statistic, n_resamples=num_bootstrap, vectorized=True, paired=paired,
+                                  method="percentile", rng=rng)
+        b = res.bootstrap_distribution
+        slopes = np.concatenate([slopes, b[np.isfinite(b)]])
+    return slopes[:num_bootstrap]
 
 
 @dataclass
@@ -161,6 +183,10 @@ def fit_power_law(x, y, num_bootstrap=2000, level=0.95, seed=0, method="pairs"):
       distinct :math:`x` are redrawn.
     * ``"residuals"``: keep :math:`x` fixed and resample the centred log-log residuals (assumes the line is right).
 
+    The line, :math:`R^2` and the standard error of the slope are :func:`scipy.stats.linregress`'s; ``ci_t`` is the
+    Student-t interval on that standard error (:data:`scipy.stats.t`); :func:`scipy.stats.bootstrap` draws the
+    replicates, and ``ci`` is their percentile interval.
+
     :param x: positive abscissae, ``(n,)`` array-like with ``n >= 3`` (e.g. σ).
     :param y: positive ordinates, ``(n,)`` (e.g. the test-set average KL).
     :param int num_bootstrap: bootstrap replicates (>= 100).
@@ -177,38 +203,34 @@ def fit_power_law(x, y, num_bootstrap=2000, level=0.95, seed=0, method="pairs"):
         raise ValueError(f"method must be 'pairs' or 'residuals', got {method!r}")
     u, v = np.log(x), np.log(y)
     n = u.size
-    a, b = _ols(u, v)
-    resid = v - (a + b * u)
-    ss_res = float((resid**2).sum())
-    ss_tot = float(((v - v.mean()) ** 2).sum())
-    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
+    line = stats.linregress(u, v)
+    # a constant y lies exactly on its flat line: R^2 = 1 and a zero standard error, where linregress
+    # reports the undefined correlation as r = 0 and its standard error as NaN
+    flat = np.ptp(v) == 0
+    r2, stderr = (1.0, 0.0) if flat else (line.rvalue**2, line.stderr)
 
     rng = np.random.default_rng(seed)
     if method == "pairs":
-        slopes = np.empty(0)
-        while slopes.size < num_bootstrap:
-            idx = rng.integers(0, n, size=(num_bootstrap, n))
-            _, bs = _ols(u[idx], v[idx])
-            slopes = np.concatenate([slopes, bs[np.isfinite(bs)]])
-        slopes = slopes[:num_bootstrap]
+        slopes = _bootstrap_slopes((u, v), _slope, num_bootstrap, paired=True, rng=rng)
     else:
-        centred = resid - resid.mean()
-        idx = rng.integers(0, n, size=(num_bootstrap, n))
-        _, slopes = _ols(np.broadcast_to(u, idx.shape), a + b * u + centred[idx])
+        fitted = line.intercept + line.slope * u
+        resid = v - fitted
+
+        def refit(r, axis=-1):  # the slope of the fitted line plus resampled residuals, at the same x
+            return _slope(u, fitted + r, axis)
+
+        slopes = _bootstrap_slopes((resid - resid.mean(),), refit, num_bootstrap, paired=False, rng=rng)
     alpha = 1.0 - level
     lo, hi = np.quantile(-slopes, [alpha / 2, 1 - alpha / 2])
-
-    from scipy import stats
-
-    sxx = float(((u - u.mean()) ** 2).sum())
-    se = math.sqrt(ss_res / (n - 2) / sxx) if n > 2 else float("nan")
-    t = float(stats.t.ppf(1 - alpha / 2, df=n - 2))
+    # Student-t interval from linregress's standard error (zero for points exactly on a line, where
+    # scipy's t.interval would refuse the scale 0)
+    half = stats.t.ppf(1 - alpha / 2, df=n - 2) * stderr
     return PowerLawFit(
-        nu=float(-b),
-        log_amplitude=float(a),
+        nu=float(-line.slope),
+        log_amplitude=float(line.intercept),
         r2=float(r2),
         ci=(float(lo), float(hi)),
-        ci_t=(float(-b - t * se), float(-b + t * se)),
+        ci_t=(float(-line.slope - half), float(-line.slope + half)),
         level=float(level),
         n=int(n),
         num_bootstrap=int(num_bootstrap),
@@ -281,8 +303,10 @@ def fit_broken_power_law(x, y, min_points=3, **kwargs):
     u, v = np.log(x), np.log(y)
 
     def sse(uu, vv):
-        a, b = _ols(uu, vv)
-        return float(((vv - a - b * uu) ** 2).sum())
+        if np.ptp(uu) == 0:  # a segment at one abscissa has no line: never the best split
+            return math.inf
+        line = stats.linregress(uu, vv)
+        return float(((vv - line.intercept - line.slope * uu) ** 2).sum())
 
     best = None
     for k in range(min_points, x.size - min_points + 1):

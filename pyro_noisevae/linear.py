@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import pyro
 import pyro.distributions as dist
+import scipy.linalg
 import torch
 from torch.distributions import MultivariateNormal, kl_divergence
 from pyro.distributions import constraints
@@ -233,19 +234,16 @@ def _orthonormal_basis(A, name):
 def principal_angles(A, B):
     r"""
     Principal angles between the column spaces of ``A (D, K1)`` and ``B (D, K2)``, in radians,
-    ascending, ``min(K1, K2)`` of them. Computed from sines for accuracy at small angles:
-    :math:`\sin\theta_i` are the singular values of :math:`(I - Q_A Q_A^\top) Q_B`
-    (with :math:`K_2 \le K_1`; the arguments are swapped otherwise).
+    ascending, ``min(K1, K2)`` of them (:func:`scipy.linalg.subspace_angles`, accurate at small angles:
+    it takes the sines from the singular values of :math:`(I - Q_A Q_A^\top) Q_B` where they are small).
 
     :returns: float64 tensor ``(min(K1, K2),)``.
     """
     if A.shape[0] != B.shape[0]:
         raise ValueError(f"A and B must have the same number of rows, got {tuple(A.shape)} and {tuple(B.shape)}")
     Qa, Qb = _orthonormal_basis(A, "A"), _orthonormal_basis(B, "B")
-    if Qb.shape[1] > Qa.shape[1]:
-        Qa, Qb = Qb, Qa
-    sines = torch.linalg.svdvals(Qb - Qa @ (Qa.T @ Qb)).clamp(max=1.0)
-    return torch.asin(sines).flip(0)
+    angles = scipy.linalg.subspace_angles(Qa.cpu().numpy(), Qb.cpu().numpy())  # descending
+    return torch.as_tensor(angles[::-1].copy(), dtype=torch.float64)
 
 
 def subspace_distance(A, B, reduction="max"):

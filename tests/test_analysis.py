@@ -1,5 +1,6 @@
 """Measurement helpers: analytic KL, power-law fits and their bootstrap intervals, active units, probes, PSNR."""
 
+import itertools
 import math
 
 import numpy as np
@@ -110,6 +111,54 @@ def test_bootstrap_interval_coverage(method):
     tol = 4 * math.sqrt(expected * (1 - expected) / reps)
     assert abs(hits_boot / reps - expected) < tol + 0.01  # + the bootstrap's own quantile noise (400 replicates)
     assert abs(hits_t / reps - 0.95) < 4 * math.sqrt(0.95 * 0.05 / reps)
+
+
+@pytest.mark.parametrize("method", ["pairs", "residuals"])
+@pytest.mark.parametrize("n", [3, 5])
+def test_bootstrap_interval_matches_the_enumerated_bootstrap_distribution(method, n):
+    # With n points there are n^n equally likely resamples; enumerate them to get the exact bootstrap
+    # distribution of nu (pairs: without the n resamples at a single x, which have no slope; 3 in 27 for
+    # n = 3), and check that the Monte Carlo percentile interval sits at its quantiles: with 20,000
+    # replicates the empirical cdf at the 2.5% quantile has SE 0.0011, so +-0.006 is over 5 SEs.
+    rng = np.random.default_rng(7)
+    x = np.geomspace(0.05, 2.0, n)
+    y = 2.0 * x**-1.3 * np.exp(0.3 * rng.standard_normal(n))
+    u, v = np.log(x), np.log(y)
+    line = stats.linregress(u, v)
+    fitted = line.intercept + line.slope * u
+    centred = (v - fitted) - (v - fitted).mean()
+    exact = []
+    for idx in itertools.product(range(n), repeat=n):
+        idx = list(idx)
+        if method == "pairs":
+            if np.ptp(u[idx]) > 0:
+                exact.append(-stats.linregress(u[idx], v[idx]).slope)
+        else:
+            exact.append(-stats.linregress(u, fitted + centred[idx]).slope)
+    assert len(exact) == (n**n - n if method == "pairs" else n**n)
+    fit = fit_power_law(x, y, num_bootstrap=20_000, method=method, seed=1)
+    for bound, p in zip(fit.ci, (0.025, 0.975)):
+        # (+-1e-12: resamples with the same points give slopes equal up to rounding)
+        assert np.quantile(exact, p - 0.006) - 1e-12 <= bound <= np.quantile(exact, p + 0.006) + 1e-12
+
+
+def test_t_interval_is_the_textbook_one():
+    rng = np.random.default_rng(2)
+    x = np.geomspace(0.05, 2.0, 12)
+    y = x**-0.7 * np.exp(0.1 * rng.standard_normal(12))
+    fit = fit_power_law(x, y, num_bootstrap=100, level=0.9)
+    u, v = np.log(x), np.log(y)
+    resid = v - (fit.log_amplitude - fit.nu * u)
+    se = math.sqrt((resid**2).sum() / (12 - 2) / ((u - u.mean()) ** 2).sum())
+    half = stats.t.ppf(0.95, df=10) * se
+    assert fit.ci_t == pytest.approx((fit.nu - half, fit.nu + half), rel=1e-12)
+    assert fit.r2 == pytest.approx(1 - (resid**2).sum() / ((v - v.mean()) ** 2).sum(), rel=1e-12)
+
+
+def test_flat_power_law():
+    # y constant: nu = 0 exactly, a perfect (flat) fit with zero-width intervals
+    fit = fit_power_law([0.1, 0.5, 1.0, 2.0], [3.0] * 4, num_bootstrap=100)
+    assert fit.nu == 0 and fit.r2 == 1.0 and fit.ci == (0.0, 0.0) and fit.ci_t == (0.0, 0.0)
 
 
 def test_broken_power_law_finds_the_bend():

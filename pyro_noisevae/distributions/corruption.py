@@ -4,9 +4,12 @@ import functools
 import math
 from numbers import Number
 
+import pyro.distributions as dist
 import torch
 from pyro.distributions import TorchDistribution, constraints
 from torch.distributions.utils import broadcast_all
+
+from ._checks import check_noise_level, finite_positive
 
 __all__ = ["Corruption", "GaussianCorruption", "SaltAndPepper", "make_corruption"]
 
@@ -53,7 +56,7 @@ class Corruption(TorchDistribution):
         super().__init__(batch_shape, event_shape, validate_args=validate_args)
 
 
-class GaussianCorruption(Corruption):
+class GaussianCorruption(dist.Normal, Corruption):
     r"""
     Additive Gaussian corruption :math:`\tilde x = x + \sigma \varepsilon`, :math:`\varepsilon \sim N(0, I)`:
 
@@ -64,70 +67,44 @@ class GaussianCorruption(Corruption):
     per pixel (the Frey Face corruption of Im et al. 2017 and the AIR denoising regularizer of
     Shu et al. 2018). No clipping: :math:`\tilde x` may leave :math:`[0, 1]`.
 
+    It is Pyro's :class:`~pyro.distributions.Normal` centred on the clean input (``clean`` is its ``loc``,
+    ``sigma`` its ``scale``), so sampling, ``log_prob``, ``cdf``, ``icdf``, moments and entropy are the base
+    family's. Under validation :math:`\sigma` must be finite and :math:`> 0`.
+
     Shapes: ``clean`` and ``sigma`` broadcast to ``batch_shape``; ``event_shape == ()`` (so images of
     shape ``(B, D)`` give ``batch_shape == (B, D)``; use ``.to_event(1)`` to score rows).
 
     :param torch.Tensor clean: the clean input :math:`x`.
-    :param sigma: noise standard deviation :math:`\sigma > 0` (float or tensor).
+    :param sigma: noise standard deviation :math:`\sigma`, finite and > 0 (float or tensor).
 
     Example::
 
+        >>> import torch
         >>> x = torch.zeros(2, 3)
         >>> GaussianCorruption(x, 0.1).sample((4,)).shape
         torch.Size([4, 2, 3])
     """
 
-    arg_constraints = {"clean": constraints.real, "sigma": constraints.positive}
-    support = constraints.real
-    has_rsample = True
+    arg_constraints = {"clean": constraints.real, "sigma": finite_positive}
 
     def __init__(self, clean, sigma, *, validate_args=None):
-        self.clean, self.sigma = broadcast_all(clean, sigma)
-        batch_shape = torch.Size() if isinstance(clean, Number) and isinstance(sigma, Number) else self.clean.shape
-        super().__init__(batch_shape, validate_args=validate_args)
+        check_noise_level(type(self).__name__, "sigma", sigma, validate_args)
+        super().__init__(clean, sigma, validate_args=validate_args)
+
+    @property
+    def clean(self):
+        """The clean input :math:`x` (the base family's ``loc``)."""
+        return self.loc
+
+    @property
+    def sigma(self):
+        """The noise standard deviation :math:`\\sigma` (the base family's ``scale``)."""
+        return self.scale
 
     def expand(self, batch_shape, _instance=None):
+        # the base's expand broadcasts loc and scale and carries _validate_args over
         new = self._get_checked_instance(GaussianCorruption, _instance)
-        batch_shape = torch.Size(batch_shape)
-        new.clean = self.clean.expand(batch_shape)
-        new.sigma = self.sigma.expand(batch_shape)
-        super(GaussianCorruption, new).__init__(batch_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
-
-    @property
-    def mean(self):
-        return self.clean
-
-    @property
-    def mode(self):
-        return self.clean
-
-    @property
-    def variance(self):
-        return self.sigma.pow(2)
-
-    def rsample(self, sample_shape=torch.Size()):
-        shape = self._extended_shape(sample_shape)
-        eps = torch.randn(shape, dtype=self.clean.dtype, device=self.clean.device)
-        return self.clean + self.sigma * eps
-
-    def log_prob(self, value):
-        if self._validate_args:
-            self._validate_sample(value)
-        z = (value - self.clean) / self.sigma
-        return -0.5 * z.pow(2) - self.sigma.log() - 0.5 * math.log(2 * math.pi)
-
-    def cdf(self, value):
-        if self._validate_args:
-            self._validate_sample(value)
-        return 0.5 * (1 + torch.erf((value - self.clean) / (self.sigma * math.sqrt(2))))
-
-    def icdf(self, value):
-        return self.clean + self.sigma * math.sqrt(2) * torch.erfinv(2 * value - 1)
-
-    def entropy(self):
-        return 0.5 + 0.5 * math.log(2 * math.pi) + self.sigma.log()
+        return super().expand(batch_shape, _instance=new)
 
 
 class _SaltAndPepperSupport(constraints.Constraint):

@@ -9,6 +9,8 @@ from pyro.distributions import TorchDistribution, constraints
 from pyro.distributions.util import broadcast_shape
 from torch.distributions.utils import broadcast_all, lazy_property, logits_to_probs, probs_to_logits
 
+from ._checks import check_noise_level, finite_positive
+
 __all__ = ["NoisyBernoulli"]
 
 
@@ -38,13 +40,13 @@ class NoisyBernoulli(TorchDistribution):
 
     :param torch.Tensor probs: :math:`p \in [0, 1]`.
     :param torch.Tensor logits: :math:`\log p - \log(1 - p)`.
-    :param sigma: noise standard deviation :math:`\sigma > 0`.
+    :param sigma: noise standard deviation :math:`\sigma`, finite and > 0.
     """
 
     arg_constraints = {
         "probs": constraints.unit_interval,
         "logits": constraints.real,
-        "sigma": constraints.positive,
+        "sigma": finite_positive,
     }
     support = constraints.real
     has_rsample = False
@@ -54,6 +56,7 @@ class NoisyBernoulli(TorchDistribution):
             raise ValueError("NoisyBernoulli: pass exactly one of `probs` or `logits`.")
         if sigma is None:
             raise ValueError("NoisyBernoulli: `sigma` (the imaginary noise level, > 0) is required.")
+        check_noise_level(type(self).__name__, "sigma", sigma, validate_args)
         # which parametrization was given decides how the log mixture weights are computed
         self._use_probs = probs is not None
         if probs is not None:

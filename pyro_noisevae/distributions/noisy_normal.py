@@ -1,16 +1,14 @@
 """Imaginary-noise Gaussian decoder law: Y = X + N(0, σ²)."""
 
-import math
-from numbers import Number
-
-import torch
+import pyro.distributions as dist
 from pyro.distributions import TorchDistribution, constraints
-from torch.distributions.utils import broadcast_all
+
+from ._checks import check_noise_level, finite_positive
 
 __all__ = ["NoisyNormal"]
 
 
-class NoisyNormal(TorchDistribution):
+class NoisyNormal(dist.Normal, TorchDistribution):
     r"""
     The σ-VAE decoder: the law of :math:`Y = \mu + \sigma \varepsilon`, :math:`\varepsilon \sim N(0, 1)`,
     with a *fixed* ("imaginary") noise level :math:`\sigma` that is a hyper-parameter, not a learned scale.
@@ -23,76 +21,37 @@ class NoisyNormal(TorchDistribution):
     :math:`-\lVert y - \mu(z) \rVert^2 / 2\sigma^2 - (d/2)\log 2\pi\sigma^2` (Saremi 2020, eq. for
     :math:`\mathcal{L}(\sigma)`).
 
+    It is Pyro's :class:`~pyro.distributions.Normal` with the scale named ``sigma`` (``scale`` stays as an
+    alias) and a finite noise level: sampling, ``log_prob``, ``cdf``, ``icdf``, moments, entropy and the
+    registered KL divergences are the base family's. Under validation :math:`\sigma` must be finite and
+    :math:`> 0` (``inf``, ``nan``, 0 and negative values raise ``ValueError``).
+
     Shapes: ``loc`` and ``sigma`` broadcast to ``batch_shape``; ``event_shape == ()`` (use
     ``.to_event(1)`` for images flattened to ``(*, D)``).
 
     :param torch.Tensor loc: mean :math:`\mu` (any real).
-    :param sigma: noise standard deviation, strictly positive (float or tensor).
+    :param sigma: noise standard deviation, finite and strictly positive (float or tensor).
 
     Example::
 
+        >>> import torch
         >>> d = NoisyNormal(torch.zeros(3), 0.5)
         >>> d.log_prob(torch.zeros(3)).shape
         torch.Size([3])
     """
 
-    arg_constraints = {"loc": constraints.real, "sigma": constraints.positive}
-    support = constraints.real
-    has_rsample = True
+    arg_constraints = {"loc": constraints.real, "sigma": finite_positive}
 
     def __init__(self, loc, sigma, *, validate_args=None):
-        self.loc, self.sigma = broadcast_all(loc, sigma)
-        batch_shape = torch.Size() if isinstance(loc, Number) and isinstance(sigma, Number) else self.loc.shape
-        super().__init__(batch_shape, validate_args=validate_args)
+        check_noise_level(type(self).__name__, "sigma", sigma, validate_args)
+        super().__init__(loc, sigma, validate_args=validate_args)
 
     @property
-    def scale(self):
-        """Alias of :attr:`sigma` (torch's name for a location-scale family's scale)."""
-        return self.sigma
+    def sigma(self):
+        """The noise standard deviation :math:`\\sigma` (the base family's ``scale``)."""
+        return self.scale
 
     def expand(self, batch_shape, _instance=None):
+        # the base's expand broadcasts loc and scale and carries _validate_args over
         new = self._get_checked_instance(NoisyNormal, _instance)
-        batch_shape = torch.Size(batch_shape)
-        new.loc = self.loc.expand(batch_shape)
-        new.sigma = self.sigma.expand(batch_shape)
-        super(NoisyNormal, new).__init__(batch_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
-
-    @property
-    def mean(self):
-        return self.loc
-
-    @property
-    def mode(self):
-        return self.loc
-
-    @property
-    def variance(self):
-        return self.sigma.pow(2)
-
-    @property
-    def stddev(self):
-        return self.sigma
-
-    def rsample(self, sample_shape=torch.Size()):
-        shape = self._extended_shape(sample_shape)
-        eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
-        return self.loc + self.sigma * eps
-
-    def log_prob(self, value):
-        if self._validate_args:
-            self._validate_sample(value)
-        z = (value - self.loc) / self.sigma
-        return -0.5 * z.pow(2) - self.sigma.log() - 0.5 * math.log(2 * math.pi)
-
-    def cdf(self, value):
-        if self._validate_args:
-            self._validate_sample(value)
-        return 0.5 * (1 + torch.erf((value - self.loc) / (self.sigma * math.sqrt(2))))
-
-    def icdf(self, value):
-        return self.loc + self.sigma * math.sqrt(2) * torch.erfinv(2 * value - 1)
-
-    def entropy(self):
-        return 0.5 + 0.5 * math.log(2 * math.pi) + self.sigma.log()
+        return super().expand(batch_shape, _instance=new)

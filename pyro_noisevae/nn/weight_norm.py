@@ -5,10 +5,11 @@ import math
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils import parametrize
 
 from .mlp import _activation
 
-__all__ = ["BoundedWeightNormLinear", "WNIEncoder"]
+__all__ = ["BoundedWeightNorm", "BoundedWeightNormLinear", "WNIEncoder"]
 
 
 def _check_bound(bound):
@@ -18,19 +19,51 @@ def _check_bound(bound):
     return b
 
 
-class BoundedWeightNormLinear(nn.Module):
+class BoundedWeightNorm(nn.Module):
     r"""
-    Linear layer :math:`y = W x + c` whose rows (one weight vector per output unit) are
-    reparameterized as in weight normalization (Salimans & Kingma 2016), with the norm capped
-    (Shu et al. 2018, eqs. 17-18):
+    A :mod:`torch.nn.utils.parametrize` parametrization of a weight matrix ``(out, in)`` by a magnitude per row,
+    bounded by :math:`H`, and a direction (weight normalization of Salimans & Kingma 2016 with the norm capped,
+    Shu et al. 2018, eqs. 17-18):
 
     .. math::
 
         w_i = g_i \frac{v_i}{\lVert v_i \rVert}, \qquad g_i = H \,\mathrm{sigmoid}(u_i) \in (0, H),
 
-    so :math:`\lVert w_i \rVert < H` for every unit and the layer is :math:`\sqrt{\text{out}}\,H`-Lipschitz
-    in the Euclidean norm. Trainable: ``v`` (out, in), ``u`` (out,), ``bias`` (out,). The bound
-    :math:`H` is a fixed hyper-parameter (a Python float, never trained).
+    so every row has :math:`\lVert w_i \rVert < H` whatever the raw tensors ``u`` ``(out,)`` and ``v``
+    ``(out, in)`` (``original0`` and ``original1`` of the parametrization). Registering it (or assigning a weight
+    afterwards) keeps the given matrix's row directions and its row norms clipped into :math:`[0.01 H, 0.99 H]`,
+    where the sigmoid is not saturated.
+
+    :param float bound: :math:`H > 0`, a fixed hyper-parameter (never trained).
+    """
+
+    def __init__(self, bound):
+        super().__init__()
+        self.bound = _check_bound(bound)  # a Python float, kept in full precision
+
+    def forward(self, u, v):
+        g = self.bound * torch.sigmoid(u)
+        return g.unsqueeze(-1) * v / v.norm(dim=1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
+
+    def right_inverse(self, weight):
+        ratio = (weight.norm(dim=1) / self.bound).clamp(0.01, 0.99)
+        return torch.logit(ratio), weight
+
+    def extra_repr(self):
+        return f"bound={self.bound:g}"
+
+
+class BoundedWeightNormLinear(nn.Linear):
+    r"""
+    Linear layer :math:`y = W x + c` whose rows (one weight vector per output unit) have norms below a bound
+    :math:`H`: ``weight`` is parametrized by :class:`BoundedWeightNorm` through
+    :func:`torch.nn.utils.parametrize.register_parametrization`, so the layer is
+    :math:`\sqrt{\text{out}}\,H`-Lipschitz in the Euclidean norm (:math:`\lVert W \rVert_2 \le
+    \lVert W \rVert_F < \sqrt{\text{out}}\,H`). It starts from :class:`torch.nn.Linear`'s initialization, with
+    row norms clipped into :math:`[0.01 H, 0.99 H]`.
+
+    Trainable: ``u`` (out,), ``v`` (out, in) (stored as ``parametrizations.weight.original0`` and ``original1``)
+    and ``bias`` (out,). The bound :math:`H` is a fixed hyper-parameter (a Python float, never trained).
 
     Input ``(*, in_features)``, output ``(*, out_features)``.
 
@@ -41,34 +74,39 @@ class BoundedWeightNormLinear(nn.Module):
     """
 
     def __init__(self, in_features, out_features, bound, bias=True):
-        super().__init__()
         if int(in_features) < 1 or int(out_features) < 1:
             raise ValueError(f"layer sizes must be positive, got {in_features} -> {out_features}")
-        self.in_features, self.out_features = int(in_features), int(out_features)
-        self.bound = bound = _check_bound(bound)  # a fixed hyper-parameter, kept in full precision
-        init = nn.Linear(self.in_features, self.out_features, bias=bias)
-        self.v = nn.Parameter(init.weight.detach().clone())
-        # start at the usual initialization's norms, clipped into the open interval (0, H)
-        ratio = (self.v.detach().norm(dim=1) / bound).clamp(0.01, 0.99)
-        self.u = nn.Parameter(torch.logit(ratio))
-        self.bias = nn.Parameter(init.bias.detach().clone()) if bias else None
+        norm = BoundedWeightNorm(bound)
+        super().__init__(int(in_features), int(out_features), bias=bias)
+        parametrize.register_parametrization(self, "weight", norm)
+
+    @property
+    def bound(self):
+        """The bound :math:`H` on every row norm."""
+        return self.parametrizations.weight[0].bound
+
+    @property
+    def u(self):
+        r"""Raw magnitudes ``(out_features,)``: :math:`g_i = H\,\mathrm{sigmoid}(u_i)`."""
+        return self.parametrizations.weight.original0
+
+    @property
+    def v(self):
+        """Raw directions ``(out_features, in_features)``."""
+        return self.parametrizations.weight.original1
 
     @property
     def g(self):
-        """Row norms :math:`g_i = H\\,\\mathrm{sigmoid}(u_i)`, shape ``(out_features,)``."""
+        r"""Row norms :math:`g_i = H\,\mathrm{sigmoid}(u_i)`, shape ``(out_features,)``."""
         return self.bound * torch.sigmoid(self.u)
 
-    @property
-    def weight(self):
-        """The effective weight matrix :math:`W`, shape ``(out_features, in_features)``."""
-        v = self.v
-        return self.g.unsqueeze(-1) * v / v.norm(dim=1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
-
-    def forward(self, x):
-        return F.linear(x, self.weight, self.bias)
-
-    def extra_repr(self):
-        return f"in_features={self.in_features}, out_features={self.out_features}, bound={self.bound:g}"
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the parametrization held u and v as the layer's own parameters
+        for old, new in (("u", "original0"), ("v", "original1")):
+            new = f"{prefix}parametrizations.weight.{new}"
+            if prefix + old in state_dict and new not in state_dict:
+                state_dict[new] = state_dict.pop(prefix + old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class WNIEncoder(nn.Module):

@@ -1,4 +1,4 @@
-"""Registry of noisy-observation distributions with scalar, batched and broadcast examples and scipy references."""
+"""Registry of the noisy-observation laws and Gaussian corruption: scalar, batched and broadcast examples, scipy references."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import scipy.special
 import scipy.stats
 import torch
 
-from pyro_noisevae.distributions import NoisyBernoulli, NoisyLaplace, NoisyNormal
+from pyro_noisevae.distributions import GaussianCorruption, NoisyBernoulli, NoisyLaplace, NoisyNormal
 
 
 class NoisyBernoulliReference:
@@ -111,63 +111,47 @@ def _bernoulli_limits(sigma, **_):
     return -40 * sigma, 1 + 40 * sigma
 
 
+# examples of the location-scale laws, written with torch's argument names and renamed for each law
+LOC_SCALE_EXAMPLES = [
+    {"tag": "scalar", "loc": 0.3, "scale": 0.5, "test_data": -0.2},
+    {
+        "tag": "batched",
+        "loc": [[-1.0, 0.0, 2.5], [0.3, 0.7, -4.0]],
+        "scale": [[0.1, 1.0, 2.0], [0.5, 0.05, 3.0]],
+        "test_data": [[-1.1, 0.5, 0.0], [0.3, 0.75, 1.0]],
+    },
+    {
+        "tag": "broadcast-params",
+        "loc": [[0.0], [1.0]],
+        "scale": [0.1, 1.0, 3.0],
+        "test_data": [[0.05, -1.0, 4.0], [1.2, 2.0, -3.0]],
+    },
+    {
+        "tag": "broadcast-data",
+        "loc": [0.0, 1.0],
+        "scale": 0.2,
+        "test_data": [[0.1, 0.9], [-0.3, 1.5], [0.0, 1.0]],
+    },
+]
+
+
+def _loc_scale_fixture(cls, loc, scale, reference):
+    """A location-scale law whose arguments are named ``loc`` and ``scale`` (e.g. ``clean`` and ``sigma``)."""
+    names = {"loc": loc, "scale": scale}
+    return Fixture(
+        cls,
+        reference=lambda **p: reference(p[loc], p[scale]),
+        limits=lambda **p: _loc_scale_limits(p[loc], p[scale]),
+        has_entropy=True,
+        has_icdf=True,
+        examples=[{names.get(k, k): v for k, v in e.items()} for e in LOC_SCALE_EXAMPLES],
+    )
+
+
 FIXTURES = [
-    Fixture(
-        NoisyNormal,
-        reference=lambda loc, sigma: scipy.stats.norm(loc, sigma),
-        limits=lambda loc, sigma: _loc_scale_limits(loc, sigma),
-        has_entropy=True,
-        has_icdf=True,
-        examples=[
-            {"tag": "scalar", "loc": 0.3, "sigma": 0.5, "test_data": -0.2},
-            {
-                "tag": "batched",
-                "loc": [[-1.0, 0.0, 2.5], [0.3, 0.7, -4.0]],
-                "sigma": [[0.1, 1.0, 2.0], [0.5, 0.05, 3.0]],
-                "test_data": [[-1.1, 0.5, 0.0], [0.3, 0.75, 1.0]],
-            },
-            {
-                "tag": "broadcast-params",
-                "loc": [[0.0], [1.0]],
-                "sigma": [0.1, 1.0, 3.0],
-                "test_data": [[0.05, -1.0, 4.0], [1.2, 2.0, -3.0]],
-            },
-            {
-                "tag": "broadcast-data",
-                "loc": [0.0, 1.0],
-                "sigma": 0.2,
-                "test_data": [[0.1, 0.9], [-0.3, 1.5], [0.0, 1.0]],
-            },
-        ],
-    ),
-    Fixture(
-        NoisyLaplace,
-        reference=lambda loc, scale: scipy.stats.laplace(loc, scale),
-        limits=lambda loc, scale: _loc_scale_limits(loc, scale),
-        has_entropy=True,
-        has_icdf=True,
-        examples=[
-            {"tag": "scalar", "loc": 0.3, "scale": 0.5, "test_data": -0.2},
-            {
-                "tag": "batched",
-                "loc": [[-1.0, 0.0, 2.5], [0.3, 0.7, -4.0]],
-                "scale": [[0.1, 1.0, 2.0], [0.5, 0.05, 3.0]],
-                "test_data": [[-1.1, 0.5, 0.0], [0.3, 0.75, 1.0]],
-            },
-            {
-                "tag": "broadcast-params",
-                "loc": [[0.0], [1.0]],
-                "scale": [0.1, 1.0, 3.0],
-                "test_data": [[0.05, -1.0, 4.0], [1.2, 2.0, -3.0]],
-            },
-            {
-                "tag": "broadcast-data",
-                "loc": [0.0, 1.0],
-                "scale": 0.2,
-                "test_data": [[0.1, 0.9], [-0.3, 1.5], [0.0, 1.0]],
-            },
-        ],
-    ),
+    _loc_scale_fixture(NoisyNormal, "loc", "sigma", scipy.stats.norm),
+    _loc_scale_fixture(NoisyLaplace, "loc", "scale", scipy.stats.laplace),
+    _loc_scale_fixture(GaussianCorruption, "clean", "sigma", scipy.stats.norm),
     Fixture(
         NoisyBernoulli,
         reference=NoisyBernoulliReference,

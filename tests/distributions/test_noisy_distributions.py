@@ -11,6 +11,7 @@ import scipy.stats
 import torch
 from pyro import poutine
 from pyro.distributions import constraints
+from torch.distributions import kl_divergence
 
 from pyro_noisevae.distributions import NoisyBernoulli, NoisyLaplace, NoisyNormal
 from pyro_noisevae.distributions.testing import (
@@ -63,6 +64,15 @@ def test_class_attributes():
         param = inspect.signature(cls.__init__).parameters["validate_args"]
         assert param.kind is inspect.Parameter.KEYWORD_ONLY
     assert NoisyNormal.has_rsample and NoisyLaplace.has_rsample and not NoisyBernoulli.has_rsample
+
+
+def test_built_on_pyros_families():
+    # the Gaussian laws are Pyro's Normal under other argument names, so torch's registered KLs apply
+    a, b = NoisyNormal(torch.tensor([0.0, 1.0]), 0.5), NoisyNormal(torch.tensor(0.3), torch.tensor([1.0, 2.0]))
+    assert isinstance(a, dist.Normal) and isinstance(NoisyLaplace(0.0, 1.0), dist.Laplace)
+    assert a.scale is a.sigma
+    expected = kl_divergence(dist.Normal(a.loc, a.scale), dist.Normal(b.loc, b.scale))
+    assert_close(kl_divergence(a, b), expected, rtol=0, atol=0)
 
 
 def test_arg_constraints_hold(example):
@@ -425,24 +435,30 @@ def test_noisy_bernoulli_component_frequencies():
 # ---------------------------------------------------------------------------------------------------------------
 # bad input: each is a clear error under validation (on by default in these tests)
 
+INF = math.inf
 BAD_PARAMETERS = [
     (NoisyNormal, {"loc": 0.0, "sigma": 0.0}, "sigma"),
     (NoisyNormal, {"loc": 0.0, "sigma": -1.0}, "sigma"),
     (NoisyNormal, {"loc": 0.0, "sigma": NAN}, "sigma"),
+    (NoisyNormal, {"loc": 0.0, "sigma": INF}, "sigma"),
     (NoisyNormal, {"loc": NAN, "sigma": 1.0}, "loc"),
     (NoisyNormal, {"loc": [0.0, 1.0], "sigma": [1.0, -1.0]}, "sigma"),
+    (NoisyNormal, {"loc": [0.0, 1.0], "sigma": [1.0, INF]}, "sigma"),
     (NoisyLaplace, {"loc": 0.0, "scale": 0.0}, "scale"),
     (NoisyLaplace, {"loc": 0.0, "scale": -2.0}, "scale"),
     (NoisyLaplace, {"loc": 0.0, "scale": NAN}, "scale"),
+    (NoisyLaplace, {"loc": 0.0, "scale": INF}, "scale"),
     (NoisyLaplace, {"loc": [NAN, 0.0], "scale": 1.0}, "loc"),
     (NoisyBernoulli, {"probs": 0.5, "sigma": 0.0}, "sigma"),
     (NoisyBernoulli, {"probs": 0.5, "sigma": -0.1}, "sigma"),
     (NoisyBernoulli, {"logits": 0.5, "sigma": NAN}, "sigma"),
+    (NoisyBernoulli, {"logits": 0.5, "sigma": INF}, "sigma"),
     (NoisyBernoulli, {"probs": -0.1, "sigma": 1.0}, "probs"),
     (NoisyBernoulli, {"probs": [0.5, 1.1], "sigma": 1.0}, "probs"),
     (NoisyBernoulli, {"probs": NAN, "sigma": 1.0}, "probs"),
     (NoisyBernoulli, {"logits": NAN, "sigma": 1.0}, "logits"),
 ]
+NOISE_LEVELS = ("sigma", "scale")
 
 
 @pytest.mark.parametrize(
@@ -451,13 +467,38 @@ BAD_PARAMETERS = [
     ids=[f"{c.__name__}-{n}-{i}" for i, (c, _, n) in enumerate(BAD_PARAMETERS)],
 )
 def test_bad_parameters_raise(cls, params, name):
+    # a noise level gets a message naming the rule and the fix; other parameters torch's constraint message
+    match = f"{cls.__name__}: {name} must be finite and > 0 .* pass a finite {name} > 0" if name in NOISE_LEVELS else (
+        f"parameter {name} .* constraint"
+    )
     tensors = {k: torch.tensor(v) for k, v in params.items()}
-    with pytest.raises(ValueError, match=f"parameter {name} .* constraint"):
+    with pytest.raises(ValueError, match=match):
         cls(**tensors)
     # the same with plain Python numbers where the example is scalar
     if all(isinstance(v, float) for v in params.values()):
-        with pytest.raises(ValueError, match=f"parameter {name}"):
+        with pytest.raises(ValueError, match=match):
             cls(**params)
+
+
+@pytest.mark.parametrize("cls,name", [(NoisyNormal, "sigma"), (NoisyLaplace, "scale"), (NoisyBernoulli, "sigma")])
+def test_noise_level_constraint_refuses_inf(cls, name):
+    # constraints.positive admits +inf, so the declared constraint itself must refuse it
+    c = cls.arg_constraints[name]
+    assert c.check(torch.tensor([1e-30, 1.0, 1e30])).all()
+    assert not c.check(torch.tensor([INF, NAN, 0.0, -1.0])).any()
+    assert constraints.positive.check(torch.tensor(INF))  # the reason for the stricter constraint
+
+
+def test_noise_level_check_follows_validation():
+    # validation off: nothing is checked (like every torch argument check), the law is built as given
+    assert NoisyNormal(0.0, INF, validate_args=False).sigma.item() == INF
+    pyro.enable_validation(False)
+    try:
+        assert NoisyLaplace(0.0, INF).scale.item() == INF
+        with pytest.raises(ValueError, match="scale must be finite"):
+            NoisyLaplace(0.0, INF, validate_args=True)
+    finally:
+        pyro.enable_validation(True)
 
 
 def test_noisy_bernoulli_needs_exactly_one_of_probs_logits_and_a_sigma():
