@@ -11,7 +11,9 @@ COMMAND_MODULES = [
     "pyro_noisevae.training",
     "pyro_noisevae.experiments.empirical_bayes",
     "pyro_noisevae.experiments.sigma_vae",
-    "pyro_noisevae.experiments.evaluation_tables",
+    "pyro_noisevae.experiments.evaluate",
+    "pyro_noisevae.experiments.dvae_table",
+    "pyro_noisevae.experiments.air_table",
 ]
 
 

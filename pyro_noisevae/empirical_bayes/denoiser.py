@@ -96,7 +96,10 @@ def fit_denoiser(
     r"""
     Train an energy by minimizing :func:`denoising_loss` with Adam over mini-batches of ``data``.
 
-    :param Energy energy: the energy to train (its ``parameters()`` are optimized).
+    :param Energy energy: the energy to train (its ``parameters()`` are optimized). An energy that has no
+        parameters yet (an :class:`~pyro_noisevae.empirical_bayes.ELBOEnergy` of plain Pyro functions that
+        register their networks with ``pyro.module`` finds them on its first call) is first called once,
+        without gradients, on the first ``batch_size`` points of ``data`` plus noise.
     :param torch.Tensor data: clean data, shape ``(N, D)``.
     :param float sigma: noise level.
     :param int epochs: passes over the data.
@@ -111,13 +114,26 @@ def fit_denoiser(
     :param torch.optim.Optimizer optimizer: optional optimizer to use (e.g. one restored from a checkpoint).
     :param callable callback: optional ``callback(epoch, mean_loss)`` called after every epoch.
     :returns: list of per-epoch mean losses :math:`\lVert x - \hat x \rVert^2` per point.
+    :raises ValueError: if the energy has no trainable parameters, even after that first call.
     """
     _check_energy(energy)
     sigma = check_sigma(sigma)
     check_points(data, energy.dim, name="data")
     params = [p for p in energy.parameters() if p.requires_grad]
     if not params:
-        raise ValueError("energy has no trainable parameters")
+        # an ELBOEnergy of plain Pyro functions that register their networks with pyro.module only learns
+        # its parameters on its first call: make that call (before seeding, so the seeded run is unchanged)
+        x0 = data[:batch_size].to(device if device is not None else data.device)
+        y0 = x0 + sigma * torch.randn(x0.shape, dtype=x0.dtype, device=x0.device)
+        with torch.no_grad():
+            energy(y0)
+        params = [p for p in energy.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(
+                f"{type(energy).__name__} has no trainable parameters, even after a first call on a batch: "
+                "register the networks it uses (with pyro.module inside the model/guide, or by passing methods "
+                "of an nn.Module) so that energy.parameters() finds them"
+            )
     if device is None:
         device = params[0].device
     energy.to(device)

@@ -32,7 +32,7 @@ from ..data import load_dataset
 from ..distributions import GaussianCorruption
 from ..guides import DenoisingGuide
 from ..models import VAE, elbo_terms
-from ..posterior import gaussian_kl
+from ..evaluation.posterior import gaussian_kl
 from ..training import fit
 
 __all__ = [
@@ -70,6 +70,7 @@ def _nuts(vae, x, num_samples, num_warmup, num_chains, seed):
     return torch.stack(draws)  # (C, S, P, K)
 
 
+# TODO(fit-loop): this is evaluation.fit_local_guide again; move it onto the package's one fit loop
 def _optimal_gaussian(vae, x, loc, scale, steps, num_particles, seed):
     """Per-point diagonal Gaussian maximizing the ELBO (all points at once: the bound is a sum over points)."""
     g = torch.Generator().manual_seed(seed)
@@ -280,11 +281,19 @@ def plot_amortization_gaps(results, ax=None):
     return fig
 
 
+def _ellipse(mean, cov, color, nsd=2.0):
+    """The ``nsd``-σ ellipse of a 2-D Gaussian as a matplotlib patch."""
+    from matplotlib.patches import Ellipse
+
+    vals, vecs = np.linalg.eigh(cov)  # ascending: the last eigenvector is the major axis
+    width, height = 2 * nsd * np.sqrt(np.clip(vals[::-1], 0, None))
+    angle = np.degrees(np.arctan2(vecs[1, -1], vecs[0, -1]))
+    return Ellipse(mean, width, height, angle=angle, fill=False, color=color, lw=1.5)
+
+
 def plot_posteriors(results, points=(0, 1, 2), max_draws=300):
     """For a few test points: NUTS draws with the 2-σ ellipses of the NUTS fit (blue) and the encoder (red)."""
     import matplotlib.pyplot as plt
-
-    from ..posterior import _ellipse
 
     fig, axes = plt.subplots(len(points), len(results), figsize=(2.6 * len(results), 2.4 * len(points)), squeeze=False)
     for c, r in enumerate(results):
@@ -292,8 +301,8 @@ def plot_posteriors(results, points=(0, 1, 2), max_draws=300):
             ax = axes[row, c]
             d = r["nuts_draws"][:, p]
             ax.scatter(d[:max_draws, 0], d[:max_draws, 1], s=3, alpha=0.3, color="tab:blue")
-            _ellipse(ax, r["nuts_mean"][p], r["nuts_cov"][p], "tab:blue")
-            _ellipse(ax, r["guide_loc"][p], np.diag(r["guide_scale"][p] ** 2), "tab:red")
+            ax.add_patch(_ellipse(r["nuts_mean"][p], r["nuts_cov"][p], "tab:blue"))
+            ax.add_patch(_ellipse(r["guide_loc"][p], np.diag(r["guide_scale"][p] ** 2), "tab:red"))
             if row == 0:
                 ax.set_title(r["name"], fontsize=9)
             ax.tick_params(labelsize=7)

@@ -1,4 +1,4 @@
-"""VAE models with pluggable noise models."""
+"""VAE models with pluggable noise models; the linear VAE with its exact answers (pPCA); the robust linear VAE."""
 
 from .fused import FusedVAEObjective, elbo_terms, is_plain_vae_pair, vae_log_weights
 from .likelihoods import (
@@ -11,6 +11,17 @@ from .likelihoods import (
     NormalLikelihood,
     make_likelihood,
 )
+from .linear import (
+    PPCA,
+    LinearVAE,
+    check_latent_dim,
+    exact_log_likelihood,
+    exact_posterior,
+    ppca_mle,
+    principal_angles,
+    subspace_distance,
+)
+from .robust import NOISE_MODELS, RobustLinearVAE, fit_robust
 from .vae import VAE, check_data
 
 __all__ = [
@@ -29,4 +40,7 @@ __all__ = [
     "make_likelihood",
     "vae_log_weights",
 ]
+__all__ += ["LinearVAE", "PPCA", "check_latent_dim", "exact_log_likelihood", "exact_posterior", "ppca_mle"]
+__all__ += ["principal_angles", "subspace_distance"]
+__all__ += ["NOISE_MODELS", "RobustLinearVAE", "fit_robust"]
 __all__[:] = sorted(set(__all__))

@@ -2,8 +2,8 @@
 
 from .gru import GRUEncoder
 from .mlp import MLP, MLPDecoder, MLPEncoder
-from .weight_norm import BoundedWeightNormLinear, WNIEncoder
+from .weight_norm import BoundedWeightNorm, BoundedWeightNormLinear, WNIEncoder
 
 __all__ = ["MLP", "MLPDecoder", "MLPEncoder"]
-__all__ += ["BoundedWeightNormLinear", "GRUEncoder", "WNIEncoder"]
+__all__ += ["BoundedWeightNorm", "BoundedWeightNormLinear", "GRUEncoder", "WNIEncoder"]
 __all__[:] = sorted(set(__all__))

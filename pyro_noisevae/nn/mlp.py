@@ -1,14 +1,14 @@
 """Multilayer perceptrons used as VAE encoders and decoders."""
 
-import torch
 from torch import nn
 
-__all__ = ["MLP", "MLPDecoder", "MLPEncoder"]
+__all__ = ["MLP", "MLPDecoder", "MLPEncoder", "activation_module"]
 
-_ACTIVATIONS = {"softplus": nn.Softplus, "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU}
+_ACTIVATIONS = {"softplus": nn.Softplus, "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "silu": nn.SiLU}
 
 
-def _activation(name):
+def activation_module(name):
+    """A fresh activation layer by name (one of the keys of the registry: softplus, relu, tanh, elu, silu)."""
     try:
         return _ACTIVATIONS[name]()
     except KeyError:
@@ -28,7 +28,7 @@ class MLP(nn.Sequential):
             raise ValueError(f"layer sizes must be positive, got {dims + [out_dim]}")
         layers = []
         for a, b in zip(dims[:-1], dims[1:]):
-            layers += [nn.Linear(a, b), _activation(activation)]
+            layers += [nn.Linear(a, b), activation_module(activation)]
         layers.append(nn.Linear(dims[-1], int(out_dim)))
         super().__init__(*layers)
 

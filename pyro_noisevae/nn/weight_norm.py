@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
-from .mlp import _activation
+from .mlp import activation_module
 
 __all__ = ["BoundedWeightNorm", "BoundedWeightNormLinear", "WNIEncoder"]
 
@@ -138,7 +138,7 @@ class WNIEncoder(nn.Module):
         bound = _check_bound(bound)
         layers = []
         for a, b in zip(dims[:-1], dims[1:]):
-            layers += [BoundedWeightNormLinear(a, b, bound), _activation(activation)]
+            layers += [BoundedWeightNormLinear(a, b, bound), activation_module(activation)]
         layers.append(BoundedWeightNormLinear(dims[-1], 2 * self.z_dim, bound))
         self.net = nn.Sequential(*layers)
 

@@ -5,7 +5,7 @@ import math
 import torch
 from programs import make
 
-from pyro_noisevae.posterior import compare_posteriors
+from pyro_noisevae.evaluation import compare_posteriors
 
 
 def test_compare_posteriors_on_a_user_program_with_a_named_plate():

@@ -5,7 +5,15 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from pyro_noisevae.empirical_bayes import DEEN, ELBOEnergy, GaussianEnergy, bayes_estimator, denoising_loss, fit_denoiser
+from pyro_noisevae.empirical_bayes import (
+    DEEN,
+    ELBOEnergy,
+    Energy,
+    GaussianEnergy,
+    bayes_estimator,
+    denoising_loss,
+    fit_denoiser,
+)
 from pyro_noisevae.models import VAE
 
 DT = torch.float64
@@ -141,3 +149,44 @@ def test_denoiser_validation():
         DEEN(x_dim=3, activation="relu")
     with pytest.raises(ValueError, match="NaN"):
         fit_denoiser(energy, torch.full((4, 3), float("nan")), 1.0, progress=False)
+
+
+class _LazyEnergy(Energy):
+    """
+    Stand-in for an ELBOEnergy of plain Pyro functions that register their networks with ``pyro.module``:
+    it has no parameters until its first call. Energy ½‖Ay + b‖², exact for a Gaussian when AᵀA = C⁻¹.
+    """
+
+    dim = 2
+
+    def __init__(self):
+        super().__init__()
+        self.linear, self.grad_modes = None, []
+
+    def forward(self, y):
+        self.grad_modes.append(torch.is_grad_enabled())
+        if self.linear is None:
+            self.linear = torch.nn.Linear(2, 2, dtype=y.dtype, device=y.device)
+        return 0.5 * self.linear(y).pow(2).sum(-1)
+
+
+def test_fit_denoiser_calls_an_energy_without_parameters_once_before_training():
+    x = torch.distributions.MultivariateNormal(LOC, COV).sample((512,))
+    energy = _LazyEnergy()
+    assert not list(energy.parameters())
+    fit_denoiser(energy, x, SIGMA, epochs=3, batch_size=64, lr=0.05, progress=False, seed=0)
+    # one call without gradients to create the parameters, then the training calls with them
+    assert energy.grad_modes[0] is False and all(energy.grad_modes[1:])
+    assert len(list(energy.parameters())) == 2
+    # and they were trained: the learned (affine) denoiser is within 10% of the Bayes risk (the untrained
+    # one is at about 1.6 times it), on 4,000 test points (MC standard error ~2% of it)
+    x_test = torch.distributions.MultivariateNormal(LOC, COV).sample((4000,))
+    y_test = x_test + SIGMA * torch.randn_like(x_test)
+    risk = (bayes_estimator(energy, y_test, SIGMA) - x_test).pow(2).sum(-1).mean().item()
+    assert risk < 1.1 * _bayes_risk(COV, SIGMA), (risk, _bayes_risk(COV, SIGMA))
+
+
+def test_fit_denoiser_refuses_an_energy_that_never_gets_parameters():
+    energy = GaussianEnergy.smoothed(LOC, COV, SIGMA)  # buffers only
+    with pytest.raises(ValueError, match="no trainable parameters.*pyro.module"):
+        fit_denoiser(energy, torch.zeros(4, 2, dtype=DT), SIGMA, progress=False)

@@ -53,9 +53,9 @@ from pyro.infer import SVI, TraceMeanField_ELBO
 from pyro.optim import ClippedAdam
 
 from pyro_noisevae.data import load_dataset
-from pyro_noisevae.linear import LinearVAE, ppca_mle, principal_angles
-from pyro_noisevae.posterior import compare_posteriors, plot_pair
-import arviz as az  # after pyro_noisevae.posterior, which silences arviz's import-time FutureWarning banner
+from pyro_noisevae.evaluation import compare_posteriors, plot_pair
+from pyro_noisevae.models import LinearVAE, ppca_mle, principal_angles
+import arviz as az  # after pyro_noisevae.evaluation.posterior, which silences arviz's import-time FutureWarning banner
 
 DATA_ROOT = os.environ.get("PYRO_NOISEVAE_DATA", "../../shared/data")
 # This notebook runs on the CPU whatever PYRO_NOISEVAE_DEVICE (tutorials/execute.py --device) says: its models are
@@ -135,7 +135,7 @@ SVI ends within a fraction of a milli-nat per data point of the closed-form log-
 within a few milliradians of pPCA's, and $\sigma^2$ agrees. The mean $\mathrm{KL}(q(z\mid x)\,\|\,p(z\mid x))$, which is
 exactly the ELBO gap, is close to zero: the amortized guide *is* the exact posterior at the optimum. (With a diagonal
 guide the optimum picks the rotation of $W$ with orthogonal columns, which makes the exact posterior covariance diagonal.)
-`tests/test_linear.py` asserts all of this with tolerances set by the statistical resolution of the MLE.
+`tests/models/test_linear.py` asserts all of this with tolerances set by the statistical resolution of the MLE.
 
 ## 2. Exact vs NUTS vs guide for one observation
 
@@ -299,7 +299,9 @@ tightly: the outliers are dismissed. All models start from the pPCA fit of the c
 """)
 
 code(r"""
-from pyro_noisevae.robust import corrupt_pixels, image_outlier_experiment, plot_subspace_error, subspace_error_vs_outlier_rate
+from pyro_noisevae.data import corrupt_pixels
+from pyro_noisevae.evaluation import plot_subspace_error
+from pyro_noisevae.experiments.robust_pca import image_outlier_experiment, subspace_error_vs_outlier_rate
 
 if smoke_test:
     rob_budget = dict(rates=(0.0, 0.1), num_data=60, x_dim=10, steps=10)

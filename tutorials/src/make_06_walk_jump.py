@@ -102,7 +102,7 @@ with pyro.settings.context(module_local_params=True):
     uvb_losses = fit_denoiser(uvb, x_train, SIGMA, epochs=epochs, batch_size=100, lr=1e-3, seed=0, progress=False,
                               device=device)
 
-deen = DEEN(784, hidden_dims=hidden if smoke_test else (512, 512)).to(device)
+deen = DEEN(784, hidden_dims=hidden if smoke_test else None).to(device)  # None: the default widths (1000, 1000)
 deen_losses = fit_denoiser(deen, x_train, SIGMA, epochs=epochs, batch_size=100, lr=1e-3, seed=0, progress=False,
                            device=device)
 print("UVB  ||x - x̂||² per image by epoch:", [round(v, 1) for v in uvb_losses])

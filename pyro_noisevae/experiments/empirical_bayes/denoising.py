@@ -1,0 +1,202 @@
+"""Experiments (a) and (c), ``uvb-denoise``: MNIST denoising by UVB, DEEN, a σ-VAE and Wiener; UVB ≠ VAE."""
+
+import time
+from pathlib import Path
+
+import pyro
+import torch
+from tqdm import tqdm
+
+from ...analysis import active_units, psnr
+from ...empirical_bayes import GaussianEnergy, bayes_estimator
+from ...models import elbo_terms
+from ..common import read_json, save_figure, write_json, write_text
+from .models import DEFAULTS, KINDS, jsonable, load_mnist, model_energy, sigma_tag, train_model
+from .reports import (
+    METHOD_LABELS,
+    denoise_figure,
+    denoise_markdown,
+    samples_figure,
+    training_figure,
+    uvb_vs_vae_figure,
+)
+
+__all__ = ["uvb_denoise"]
+
+
+def _wiener(x_train):
+    """Mean and covariance of the training images (float64), for the optimal linear denoiser."""
+    x = x_train.double()
+    mean = x.mean(0)
+    cov = torch.cov(x.T)
+    return mean, cov
+
+
+def _denoise_all(methods, y, batch_size, device, progress, desc):
+    outs = {name: [] for name in methods}
+    for start in tqdm(range(0, y.shape[0], batch_size), desc=desc, disable=not progress):
+        yb = y[start : start + batch_size].to(device)
+        for name, fn in methods.items():
+            outs[name].append(fn(yb).detach().cpu())
+    return {name: torch.cat(v) for name, v in outs.items()}
+
+
+@torch.no_grad()
+def _encoder_stats(vae, x, x_clean, batch_size, device):
+    """
+    Per-point ELBO of ``x`` (one reparameterized sample, analytic KL: :func:`~pyro_noisevae.models.elbo_terms`),
+    KL, MSE of decode(E_q[z|x]) against the clean images ``x_clean``, and active units
+    (:func:`~pyro_noisevae.analysis.active_units`: Var_x(E_q[z|x]) > 0.01).
+    """
+    gen = torch.Generator().manual_seed(123)
+    elbo_sum = kl_sum = mse_sum = 0.0
+    locs = []
+    for start in range(0, x.shape[0], batch_size):
+        xb = x[start : start + batch_size].to(device)
+        terms = elbo_terms(vae, xb, generator=gen)
+        elbo_sum += terms["elbo"].sum().item()
+        kl_sum += terms["kl"].sum().item()
+        mse_sum += (vae.decode(terms["loc"]) - x_clean[start : start + batch_size].to(device)).pow(2).mean(-1).sum().item()
+        locs.append(terms["loc"].cpu())
+    n = x.shape[0]
+    return {"elbo": elbo_sum / n, "kl": kl_sum / n, "recon_mse_vs_clean": mse_sum / n,
+            "active_units": active_units(torch.cat(locs))[0]}
+
+
+def uvb_denoise(
+    out="results/empirical_bayes",
+    sigmas=(0.5, 1.0),
+    *,
+    epochs=DEFAULTS["epochs"],
+    batch_size=DEFAULTS["batch_size"],
+    lr=DEFAULTS["lr"],
+    z_dim=DEFAULTS["z_dim"],
+    hidden_dims=DEFAULTS["hidden_dims"],
+    deen_hidden_dims=DEFAULTS["deen_hidden_dims"],
+    train_size=DEFAULTS["train_size"],
+    test_size=DEFAULTS["test_size"],
+    eval_particles=10,
+    seed=DEFAULTS["seed"],
+    data_root=None,
+    device="cpu",
+    progress=True,
+):
+    r"""
+    Experiment (a) + (c): denoising MNIST test digits :math:`y = x + \sigma\varepsilon` at each σ with
+
+    * ``uvb``: a σ-VAE (decoder noise σ) trained with the UVB objective :math:`E\lVert x - \hat x(y)\rVert^2`,
+      :math:`\hat x(y) = y + \sigma^2 \nabla_y \mathrm{ELBO}(y)` (double backpropagation);
+    * ``deen``: an MLP energy trained with the same objective;
+    * ``vae_recon`` / ``vae_energy``: a plain σ-VAE trained on clean images with its ELBO, used either as an
+      autoencoder ``decode(E_q[z|y])`` or through the Bayes estimator of its ELBO;
+    * ``wiener``: :math:`\mu + \Sigma(\Sigma + \sigma^2 I)^{-1}(y - \mu)` with the training mean/covariance;
+      ``mean``: the mean image; ``identity``: :math:`y` itself.
+
+    Metrics: MSE per pixel over all test pixels (estimates not clipped) and :math:`\mathrm{PSNR} =
+    10\log_{10}(1/\mathrm{MSE})` (peak 1). ELBO energies are averaged over ``eval_particles`` latent samples.
+    Then (c): for the plain σ-VAE and the UVB-trained VAE, the ELBO, KL, active units and reconstruction error
+    of their encoders/decoders on clean and on noisy test images, and figures of reconstructions and of
+    decoder samples :math:`\mathrm{decode}(z), z \sim N(0, I)`.
+
+    Writes ``uvb_denoise.json``, ``uvb_denoise.md``, ``denoise_sigma*.png``, ``uvb_vs_vae_sigma*.png``,
+    ``samples_sigma*.png`` and ``training_curves.png`` to ``out``; checkpoints in ``out/checkpoints``, stage
+    results in ``out/stages``. Rerunning resumes.
+
+    :returns: the results dictionary (also in ``uvb_denoise.json``).
+    """
+    cfg = dict(epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), z_dim=int(z_dim),
+               hidden_dims=tuple(hidden_dims), deen_hidden_dims=tuple(deen_hidden_dims), train_size=train_size,
+               test_size=test_size, seed=int(seed))
+    sigmas = [float(s) for s in sigmas]
+    out = Path(out)
+    (out / "stages").mkdir(parents=True, exist_ok=True)
+    device = torch.device(device)
+    t_start = time.time()
+    pyro.set_rng_seed(cfg["seed"])
+    x_train, _ = load_mnist("train", train_size, seed, data_root)
+    x_test, _ = load_mnist("test", test_size, seed + 1, data_root)
+    mean, cov = _wiener(x_train)
+
+    results = {"config": jsonable(dict(cfg, sigmas=sigmas, eval_particles=eval_particles, device=str(device))),
+               "denoising": {}, "uvb_vs_vae": {}, "training": {}}
+    with pyro.settings.context(module_local_params=True):
+        for sigma in sigmas:
+            tag = sigma_tag(sigma)
+            models, states = {}, {}
+            for kind in KINDS:
+                models[kind], states[kind] = train_model(kind, sigma, cfg, x_train, out, device, progress)
+                results["training"][f"{kind}_sigma{tag}"] = {
+                    "epochs": states[kind]["epoch"], "losses": states[kind]["losses"],
+                    "seconds": round(states[kind]["seconds"], 1),
+                    "parameters": sum(p.numel() for p in models[kind].parameters()),
+                }
+            stage_key = jsonable(dict(cfg, sigma=sigma, eval_particles=eval_particles))
+            stage_path = out / "stages" / f"denoise_sigma{tag}.json"
+            stage = read_json(stage_path)
+            if stage is None or stage.get("key") != stage_key:
+                stage = {"key": stage_key, **_evaluate_sigma(sigma, models, x_test, mean, cov, eval_particles, seed,
+                                                             out, device, progress)}
+                write_json(stage_path, stage)
+            results["denoising"][tag] = stage["denoising"]
+            results["uvb_vs_vae"][tag] = stage["uvb_vs_vae"]
+    save_figure(training_figure(results["training"]), out / "training_curves.png", dpi=100)
+    results["seconds_this_call"] = round(time.time() - t_start, 1)
+    write_json(out / "uvb_denoise.json", results)
+    write_text(out / "uvb_denoise.md", denoise_markdown(results))
+    return results
+
+
+def _evaluate_sigma(sigma, models, x_test, mean, cov, eval_particles, seed, out, device, progress):
+    tag = sigma_tag(sigma)
+    gen = torch.Generator().manual_seed(10_000 + seed)
+    y_test = x_test + sigma * torch.randn(x_test.shape, generator=gen)
+    torch.manual_seed(seed)
+    wiener = GaussianEnergy.smoothed(mean, cov, sigma).to(device)
+    vae, uvb, deen = models["vae"], models["uvb"], models["deen"]
+    vae_energy = model_energy("vae", vae, eval_particles)
+    uvb_energy = model_energy("uvb", uvb, eval_particles)
+    mean_dev = mean.float().to(device)
+    methods = {
+        "identity": lambda y: y,
+        "mean": lambda y: mean_dev.expand_as(y),
+        "wiener": lambda y: bayes_estimator(wiener, y.double(), sigma).float(),
+        "vae_recon": torch.no_grad()(lambda y: vae.reconstruct(y)),
+        "vae_energy": lambda y: bayes_estimator(vae_energy, y, sigma),
+        "deen": lambda y: bayes_estimator(deen, y, sigma),
+        "uvb": lambda y: bayes_estimator(uvb_energy, y, sigma),
+    }
+    est = _denoise_all(methods, y_test, 250, device, progress, f"denoise σ={sigma:g}")
+    denoising = {}
+    for name, x_hat in est.items():
+        per_image = (x_hat - x_test).pow(2).mean(-1)
+        denoising[name] = {"label": METHOD_LABELS[name], "mse": (x_hat - x_test).pow(2).mean().item(),
+                           "mse_se": per_image.std().item() / per_image.numel() ** 0.5,
+                           # PSNR of the whole test set as one image: 10 log10(1 / MSE over all pixels)
+                           "psnr": psnr(x_hat.double().reshape(1, -1), x_test.double().reshape(1, -1)).item(),
+                           "mse_clipped": (x_hat.clamp(0, 1) - x_test).pow(2).mean().item()}
+    rows = ["clean", "noisy", "wiener", "vae_recon", "vae_energy", "deen", "uvb"]
+    show = torch.arange(10)
+    imgs = {"clean": x_test[show], "noisy": y_test[show], **{k: est[k][show] for k in rows[2:]}}
+    save_figure(denoise_figure(sigma, imgs, rows, denoising), out / f"denoise_sigma{tag}.png", dpi=110)
+
+    # (c) UVB ≠ VAE: the encoder/decoder of the two models
+    comparison = {}
+    for name, model in (("vae", vae), ("uvb", uvb)):
+        comparison[name] = {
+            "clean_x": _encoder_stats(model, x_test, x_test, 500, device),
+            "noisy_y": _encoder_stats(model, y_test, x_test, 500, device),
+        }
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(seed)
+        z = torch.randn(64, vae.z_dim, generator=g).to(device)
+        samples = {name: model.decode(z).cpu() for name, model in (("vae", vae), ("uvb", uvb))}
+        recon = {name: model.reconstruct(x_test[show].to(device)).cpu() for name, model in (("vae", vae), ("uvb", uvb))}
+        recon_y = {name: model.reconstruct(y_test[show].to(device)).cpu() for name, model in (("vae", vae), ("uvb", uvb))}
+    for name in ("vae", "uvb"):
+        comparison[name]["sample_pixel_mean"] = samples[name].mean().item()
+        comparison[name]["sample_diversity"] = samples[name].std(0).mean().item()
+    panels = [("clean x", x_test[show]), ("σ-VAE decode(E_q[z|x])", recon["vae"]), ("UVB decode(E_q[z|x])", recon["uvb"]),
+              ("σ-VAE decode(E_q[z|y])", recon_y["vae"]), ("UVB decode(E_q[z|y])", recon_y["uvb"])]
+    save_figure(uvb_vs_vae_figure(sigma, panels), out / f"uvb_vs_vae_sigma{tag}.png", dpi=110)
+    save_figure(samples_figure(sigma, samples), out / f"samples_sigma{tag}.png", dpi=110)
+    return {"denoising": denoising, "uvb_vs_vae": comparison}
