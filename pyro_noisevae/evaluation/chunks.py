@@ -9,11 +9,10 @@ import numbers
 import torch
 from pyro import poutine
 from pyro.infer.autoguide import AutoGuide
-from pyro.poutine.util import prune_subsample_sites
 from pyro.util import get_rng_state, set_rng_state
 
 from ..guides import DenoisingGuide
-from ..infer.importance import SetSubsample, check_local, infer_max_plate_nesting, site_structure
+from ..infer.importance import SetSubsample, check_local, infer_max_plate_nesting, probe_traces, site_structure
 
 __all__ = [
     "Chunk",
@@ -144,14 +143,7 @@ class Chunk:
 
 def probe_structure(model, guide, args, kwargs, data_plate):
     """The site structure of one probe trace of guide and model, without particles (RNG restored)."""
-    state = get_rng_state()
-    try:
-        with torch.no_grad(), poutine.block():
-            guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-    finally:
-        set_rng_state(state)
-    return site_structure(prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace), data_plate)
+    return site_structure(*probe_traces(model, guide, args, kwargs), data_plate)
 
 
 def data_plate_frame(model, guide, args, kwargs, data_plate):

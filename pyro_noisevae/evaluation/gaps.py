@@ -97,25 +97,9 @@ class InferenceGaps:
         return out
 
 
-def inference_gaps(
-    model,
-    guide,
-    *args,
-    log_px="iw-svi",
-    num_samples=5000,
-    elbo_samples=1000,
-    num_steps=100,
-    num_particles=50,
-    lr=0.05,
-    lr_decay=0.1,
-    chunk_size=100,
-    batch_size=100,
-    data_arg="auto",
-    data_plate=None,
-    max_plate_nesting=None,
-    progress=True,
-    **kwargs,
-):
+def inference_gaps(model, guide, *args, log_px="iw-svi", num_samples=5000, elbo_samples=1000, num_steps=100,
+                   num_particles=50, lr=0.05, lr_decay=0.1, chunk_size=100, batch_size=100, data_arg="auto",
+                   data_plate=None, max_plate_nesting=None, progress=True, **kwargs):
     r"""
     Inference, approximation and amortization gaps of the amortized guide on each data point:
 

@@ -284,20 +284,8 @@ class ImportanceEstimate:
         )
 
 
-def importance_estimate(
-    model,
-    guide,
-    *args,
-    num_samples=5000,
-    chunk_size=100,
-    batch_size=100,
-    data_arg="auto",
-    data_plate=None,
-    max_plate_nesting=None,
-    progress=True,
-    fast_path=None,
-    **kwargs,
-):
+def importance_estimate(model, guide, *args, num_samples=5000, chunk_size=100, batch_size=100, data_arg="auto",
+                        data_plate=None, max_plate_nesting=None, progress=True, fast_path=None, **kwargs):
     r"""
     Importance-sample :math:`\log p(x_n)` for every data point of a Pyro ``model`` with proposal ``guide``
     (the IWAE-k estimator of Burda et al. 2016):
@@ -352,21 +340,8 @@ def importance_estimate(
     return estimate_chunks(log_weights, chunks, num_samples, chunk_size, progress)
 
 
-def iwae_bound(
-    model,
-    guide,
-    *args,
-    num_particles=5,
-    num_repeats=100,
-    chunk_size=500,
-    batch_size=100,
-    data_arg="auto",
-    data_plate=None,
-    max_plate_nesting=None,
-    progress=True,
-    fast_path=None,
-    **kwargs,
-):
+def iwae_bound(model, guide, *args, num_particles=5, num_repeats=100, chunk_size=500, batch_size=100, data_arg="auto",
+               data_plate=None, max_plate_nesting=None, progress=True, fast_path=None, **kwargs):
     r"""
     Monte Carlo estimate of the importance-weighted **bound** with ``K`` particles (the training objective
     of an IWAE-K / DIWAE-K model, and the ELBO for ``K = 1``), per data point:

@@ -45,6 +45,7 @@ __all__ = [
     "check_local",
     "importance_traces",
     "infer_max_plate_nesting",
+    "probe_traces",
     "per_point_log_weights",
     "site_structure",
 ]
@@ -68,11 +69,13 @@ def _plates(site):
     return frozenset(f for f in site["cond_indep_stack"] if f.vectorized and f.name != PARTICLE_PLATE)
 
 
-def infer_max_plate_nesting(model, guide, args, kwargs):
+def probe_traces(model, guide, args, kwargs):
     """
-    Run ``guide`` and ``model`` once (no particles, no gradient) and return the number of nested plate dims
-    they use (at least 1 when any plate exists, else 0). The global RNG state is restored, so the probe does
-    not shift the draws of the evaluation that follows.
+    One run of ``guide`` and of ``model`` replayed against it (no particles, no gradient, subsample sites pruned),
+    to read the programs' structure. The global RNG state is restored, so the probe does not shift the draws of
+    the evaluation that follows.
+
+    :returns: ``(model_trace, guide_trace)``.
     """
     state = get_rng_state()
     try:
@@ -81,13 +84,13 @@ def infer_max_plate_nesting(model, guide, args, kwargs):
             model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
     finally:
         set_rng_state(state)
-    dims = [
-        -f.dim
-        for tr in (model_trace, guide_trace)
-        for _, s in _sample_sites(tr)
-        for f in s["cond_indep_stack"]
-        if f.vectorized and f.dim is not None
-    ]
+    return prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
+
+
+def infer_max_plate_nesting(model, guide, args, kwargs):
+    """The number of nested plate dims ``model`` and ``guide`` use (0 without plates), from :func:`probe_traces`."""
+    dims = [-f.dim for tr in probe_traces(model, guide, args, kwargs) for _, s in _sample_sites(tr)
+            for f in s["cond_indep_stack"] if f.vectorized and f.dim is not None]
     return max(dims, default=0)
 
 
