@@ -6,15 +6,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..infer.importance import check_local
-from .chunks import (
-    check_float,
-    check_nesting,
-    check_positive_int,
-    check_programs,
-    data_plate_nesting,
-    make_chunks,
-    probe_structure,
-)
+from .chunks import (check_float, check_nesting, check_positive_int, check_programs, data_plate_nesting, make_chunks,
+                     probe_structure)
 from .iw_svi import amortized_pair, fit_local_guide, refuse_autoguide
 from .log_likelihood import estimate_chunks, summarize, traced_pass
 

@@ -259,20 +259,8 @@ def _check_count(name, value, minimum):
 
 
 # ------------------------------------------------------------------------------------------ main entry
-def compare_posteriors(
-    model,
-    guide,
-    *args,
-    exact=None,
-    num_samples=500,
-    num_warmup=300,
-    num_chains=2,
-    seed=0,
-    target_accept_prob=0.8,
-    max_tree_depth=10,
-    init_strategy=None,
-    **kwargs,
-):
+def compare_posteriors(model, guide, *args, exact=None, num_samples=500, num_warmup=300, num_chains=2, seed=0,
+                       target_accept_prob=0.8, max_tree_depth=10, init_strategy=None, **kwargs):
     r"""
     Compare the posterior :math:`p(z \mid x)` of one observation three ways: the exact posterior (when
     known), NUTS (:class:`pyro.infer.MCMC`, the reference when nothing is known in closed form) and

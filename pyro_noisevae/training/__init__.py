@@ -16,20 +16,8 @@ Training: configuration, the one fit loop, run folders, the ``train`` command an
 """
 
 from .cli import add_model_arguments, register
-from .config import (
-    ACTIVATIONS,
-    BINARIZE,
-    CORRUPTIONS,
-    DATASETS,
-    ENCODERS,
-    GRADIENT_ESTIMATORS,
-    LIKELIHOODS,
-    OBJECTIVES,
-    RUN_CONTROL,
-    SPLITS,
-    TrainConfig,
-    config_differences,
-)
+from .config import (ACTIVATIONS, BINARIZE, CORRUPTIONS, DATASETS, ENCODERS, GRADIENT_ESTIMATORS, LIKELIHOODS,
+                     OBJECTIVES, RUN_CONTROL, SPLITS, TrainConfig, config_differences)
 from .factories import StepSchedule, build_fused_objective, build_model, build_programs, kl_warmup
 from .loop import FitLoop, FitResult, epoch_order
 from .run_folder import CHECKPOINT, CheckpointError, RunFolder, RunFolderError, atomic_write, atomic_write_text, load_checkpoint
