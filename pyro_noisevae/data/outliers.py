@@ -36,17 +36,8 @@ class LowRankSparseData:
     mean: torch.Tensor
 
 
-def low_rank_plus_sparse(
-    num_data=500,
-    x_dim=20,
-    rank=2,
-    outlier_rate=0.1,
-    signal_scale=1.0,
-    noise_std=0.05,
-    outlier_scale=5.0,
-    seed=0,
-    dtype=torch.float64,
-):
+def low_rank_plus_sparse(num_data=500, x_dim=20, rank=2, outlier_rate=0.1, signal_scale=1.0, noise_std=0.05,
+                         outlier_scale=5.0, seed=0, dtype=torch.float64):
     r"""
     Synthetic robust-PCA data: a rank-``r`` signal, small dense noise and sparse gross outliers,
 

@@ -1,10 +1,10 @@
 """Empirical-Bayes least-squares denoiser of an energy, and the denoising objective learned through it."""
 
-import math
+import numbers
 
 import torch
-from tqdm import tqdm
 
+from ..infer.fit_loop import FitLoop
 from .energy import Energy, check_points, check_sigma
 
 __all__ = ["bayes_estimator", "denoising_loss", "fit_denoiser"]
@@ -42,7 +42,7 @@ def bayes_estimator(energy, y, sigma, create_graph=False):
     return x_hat if create_graph else x_hat.detach()
 
 
-def denoising_loss(energy, x, sigma, num_noise=1, generator=None):
+def denoising_loss(energy, x, sigma, num_noise=1, generator=None, noise=None):
     r"""
     The denoising objective of neural empirical Bayes (DEEN) and unnormalized variational Bayes (UVB):
 
@@ -63,6 +63,8 @@ def denoising_loss(energy, x, sigma, num_noise=1, generator=None):
     :param float sigma: noise level :math:`\sigma > 0`.
     :param int num_noise: noise draws per clean point.
     :param torch.Generator generator: optional generator for the noise.
+    :param torch.Tensor noise: optional standard normal draws :math:`\varepsilon` to use instead of drawing
+        them, shape ``(num_noise * B, D)`` (e.g. drawn on a CPU generator for a model on a GPU).
     :returns: scalar loss (mean over the ``B * num_noise`` noisy points of the squared error summed over D).
     """
     _check_energy(energy)
@@ -71,30 +73,23 @@ def denoising_loss(energy, x, sigma, num_noise=1, generator=None):
     if isinstance(num_noise, bool) or not isinstance(num_noise, int) or num_noise < 1:
         raise ValueError(f"num_noise must be an integer >= 1, got {num_noise!r}")
     x = x.repeat(num_noise, 1) if num_noise > 1 else x
-    eps = torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator)
+    if noise is None:
+        eps = torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator)
+    else:
+        if not isinstance(noise, torch.Tensor) or noise.shape != x.shape:
+            raise ValueError(f"noise must be a tensor of shape {tuple(x.shape)}, got "
+                             f"{tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__}")
+        eps = noise.to(dtype=x.dtype, device=x.device)
     y = x + sigma * eps
     x_hat = bayes_estimator(energy, y, sigma, create_graph=True)
     return (x - x_hat).pow(2).sum(-1).mean()
 
 
-def fit_denoiser(
-    energy,
-    data,
-    sigma,
-    *,
-    epochs=1,
-    batch_size=100,
-    lr=1e-3,
-    num_noise=1,
-    max_steps=None,
-    progress=True,
-    seed=None,
-    device=None,
-    optimizer=None,
-    callback=None,
-):
+def fit_denoiser(energy, data, sigma, *, epochs=1, batch_size=100, lr=1e-3, num_noise=1, max_steps=None, progress=True,
+                 seed=None, device=None, optimizer=None, callback=None):
     r"""
-    Train an energy by minimizing :func:`denoising_loss` with Adam over mini-batches of ``data``.
+    Train an energy by minimizing :func:`denoising_loss` with Adam over mini-batches of ``data``, on the
+    package's one optimisation loop (:class:`~pyro_noisevae.training.FitLoop`).
 
     :param Energy energy: the energy to train (its ``parameters()`` are optimized). An energy that has no
         parameters yet (an :class:`~pyro_noisevae.empirical_bayes.ELBOEnergy` of plain Pyro functions that
@@ -106,19 +101,27 @@ def fit_denoiser(
     :param int batch_size: mini-batch size.
     :param float lr: Adam learning rate (ignored when ``optimizer`` is given).
     :param int num_noise: noise draws per point and step.
-    :param int max_steps: stop after this many optimizer steps in total (optional).
+    :param int max_steps: stop after this many optimizer steps in total (optional; the epoch in progress is
+        closed there).
     :param bool progress: show a tqdm progress bar.
     :param int seed: seed of the shuffling and noise generator (and of torch's global RNG, which
         samples the guide's latents), for reproducibility.
     :param device: device to train on (default: the energy's parameters' device).
     :param torch.optim.Optimizer optimizer: optional optimizer to use (e.g. one restored from a checkpoint).
-    :param callable callback: optional ``callback(epoch, mean_loss)`` called after every epoch.
-    :returns: list of per-epoch mean losses :math:`\lVert x - \hat x \rVert^2` per point.
+    :param callable callback: optional ``callback(epoch, mean_loss)`` called after every epoch (``epoch``
+        counts from 0).
+    :returns: list of per-epoch mean losses :math:`\lVert x - \hat x \rVert^2` per point: the mean over the
+        epoch's steps of each mini-batch's mean (the loop's convention; it weights a short last batch like a
+        full one, and equals the mean over points when ``batch_size`` divides ``N``).
     :raises ValueError: if the energy has no trainable parameters, even after that first call.
+    :raises FloatingPointError: if the loss becomes NaN or infinite.
     """
     _check_energy(energy)
     sigma = check_sigma(sigma)
     check_points(data, energy.dim, name="data")
+    batch_size = _check_count(batch_size, "batch_size")
+    epochs = _check_count(epochs, "epochs", minimum=0)
+    max_steps = None if max_steps is None else _check_count(max_steps, "max_steps")
     params = [p for p in energy.parameters() if p.requires_grad]
     if not params:
         # an ELBOEnergy of plain Pyro functions that register their networks with pyro.module only learns
@@ -138,34 +141,26 @@ def fit_denoiser(
         device = params[0].device
     energy.to(device)
     opt = optimizer if optimizer is not None else torch.optim.Adam(params, lr=lr)
+    # one CPU generator draws every epoch's order and (on CPU) the noise, in the order of the steps
     gen = torch.Generator(device="cpu")
     if seed is not None:
         gen.manual_seed(int(seed))
         torch.manual_seed(int(seed))
-    n = data.shape[0]
-    steps_per_epoch = math.ceil(n / batch_size)
-    losses, step = [], 0
-    for epoch in range(epochs):
-        perm = torch.randperm(n, generator=gen)
-        total, count = 0.0, 0
-        bar = tqdm(range(steps_per_epoch), desc=f"denoise epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
-        for i in bar:
-            idx = perm[i * batch_size : (i + 1) * batch_size]
-            x = data[idx].to(device)
-            noise_gen = None if x.device.type != "cpu" else gen
-            loss = denoising_loss(energy, x, sigma, num_noise=num_noise, generator=noise_gen)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * x.shape[0]
-            count += x.shape[0]
-            step += 1
-            bar.set_postfix(loss=f"{total / count:.3f}")
-            if max_steps is not None and step >= max_steps:
-                break
-        losses.append(total / count)
-        if callback is not None:
-            callback(epoch, losses[-1])
-        if max_steps is not None and step >= max_steps:
-            break
-    return losses
+
+    def loss_fn(x):
+        x = x.to(device)
+        return denoising_loss(energy, x, sigma, num_noise=num_noise, generator=gen if x.device.type == "cpu" else None)
+
+    loop = FitLoop(
+        loss_fn, opt, data, batch_size=batch_size, epochs=epochs, max_steps=max_steps,
+        shuffle=lambda epoch: torch.randperm(data.shape[0], generator=gen),
+        on_epoch_end=None if callback is None else (lambda loop, mean: callback(loop.epoch - 1, mean)),
+        progress=progress, desc="denoise epoch", handle_signals=False,
+    )
+    return loop.run().losses
+
+
+def _check_count(value, name, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)

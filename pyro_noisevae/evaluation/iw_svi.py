@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from ..guides import DenoisingGuide
 from ..infer.iwae_surrogate import iwae_objective
 from ..infer.importance import check_local
+from ..infer.fit_loop import FitLoop
 from .chunks import (
     check_float,
     check_nesting,
@@ -164,20 +165,8 @@ def amortized_pair(model, guide):
     return model, guide
 
 
-def fit_local_guide(
-    model,
-    guide,
-    *args,
-    objective="iwae",
-    num_particles=50,
-    num_steps=100,
-    lr=0.05,
-    lr_decay=0.1,
-    init=None,
-    data_plate=None,
-    max_plate_nesting=None,
-    **kwargs,
-):
+def fit_local_guide(model, guide, *args, objective="iwae", num_particles=50, num_steps=100, lr=0.05, lr_decay=0.1,
+                    init=None, data_plate=None, max_plate_nesting=None, **kwargs):
     r"""
     Per-sample variational inference on one batch: starting from the amortized guide (or ``init``),
     maximise, separately for every data point :math:`x_n` of the batch (vectorized; Adam is coordinate-wise,
@@ -228,30 +217,25 @@ def fit_local_guide(
     local = LocalGaussianGuide(guide, params)
     if num_steps == 0:
         return _frozen(local)
-    leaves = local.parameters()
-    optim = torch.optim.Adam(leaves, lr=lr)
-    gamma = lr_decay ** (1.0 / num_steps)
-    for step in range(int(num_steps)):
-        with torch.enable_grad():
-            log_w = traced_log_weights(
-                model, local, args, kwargs, num_particles, max_plate_nesting, data_plate, check=step == 0
+    loop = None
+
+    def negative_bound():
+        log_w = traced_log_weights(model, local, args, kwargs, num_particles, max_plate_nesting, data_plate,
+                                   check=loop.global_step == 0)
+        bound = iwae_objective(log_w) if objective == "iwae" else log_w.mean(0)
+        loss = -bound.sum()
+        if not torch.isfinite(loss):  # before the step, so that the parameters stay finite
+            raise FloatingPointError(
+                f"the {objective} bound became {loss.item()} at step {loop.global_step}; lower lr or check the "
+                "model's support for these data"
             )
-            if objective == "iwae":
-                bound = iwae_objective(log_w)
-            else:
-                bound = log_w.mean(0)
-            loss = -bound.sum()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"the {objective} bound became {loss.item()} at step {step}; lower lr or check the model's "
-                    "support for these data"
-                )
-            grads = torch.autograd.grad(loss, leaves)
-        for leaf, grad in zip(leaves, grads):
-            leaf.grad = grad
-        optim.step()
-        for group in optim.param_groups:
-            group["lr"] *= gamma
+        return loss
+
+    # full-batch steps; gradients for the local leaves only (the model's parameters get no .grad); a
+    # KeyboardInterrupt propagates (a half-fitted guide is not returned as if it were fitted)
+    loop = FitLoop(negative_bound, torch.optim.Adam(local.parameters(), lr=lr), epochs=num_steps, lr_decay=lr_decay,
+                   grad_inputs_only=True, handle_signals=False)
+    loop.run()
     return _frozen(local)
 
 
@@ -259,23 +243,9 @@ def _frozen(local):
     return LocalGaussianGuide(local.guide, {n: (loc.detach(), ls.detach(), e) for n, (loc, ls, e) in local.params.items()})
 
 
-def iw_svi_estimate(
-    model,
-    guide,
-    *args,
-    num_steps=100,
-    num_particles=50,
-    lr=0.05,
-    lr_decay=0.1,
-    num_samples=5000,
-    chunk_size=100,
-    batch_size=100,
-    data_arg="auto",
-    data_plate=None,
-    max_plate_nesting=None,
-    progress=True,
-    **kwargs,
-):
+def iw_svi_estimate(model, guide, *args, num_steps=100, num_particles=50, lr=0.05, lr_decay=0.1, num_samples=5000,
+                    chunk_size=100, batch_size=100, data_arg="auto", data_plate=None, max_plate_nesting=None,
+                    progress=True, **kwargs):
     r"""
     IW-SVI (Shu et al. 2018, Appendix C) for every data point: initialise :math:`q_n` at the encoder's
     :math:`q(z \mid x_n)`, run :func:`fit_local_guide` (``objective="iwae"``, ``K = num_particles``,

@@ -32,6 +32,7 @@ from ..data import load_dataset
 from ..distributions import GaussianCorruption
 from ..guides import DenoisingGuide
 from ..models import VAE, elbo_terms
+from ..evaluation import LocalGaussianGuide, fit_local_guide
 from ..evaluation.posterior import gaussian_kl
 from ..training import fit
 
@@ -70,25 +71,18 @@ def _nuts(vae, x, num_samples, num_warmup, num_chains, seed):
     return torch.stack(draws)  # (C, S, P, K)
 
 
-# TODO(fit-loop): this is evaluation.fit_local_guide again; move it onto the package's one fit loop
 def _optimal_gaussian(vae, x, loc, scale, steps, num_particles, seed):
-    """Per-point diagonal Gaussian maximizing the ELBO (all points at once: the bound is a sum over points)."""
-    g = torch.Generator().manual_seed(seed)
-    m = loc.clone().requires_grad_()
-    log_s = scale.log().clone().requires_grad_()
-    opt = torch.optim.Adam([m, log_s], lr=0.02)
-    for p in vae.parameters():
-        p.requires_grad_(False)
-    try:
-        for _ in range(steps):
-            loss = -_elbo(vae, x, m, log_s.exp(), num_particles, g).sum()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    finally:
-        for p in vae.parameters():
-            p.requires_grad_(True)
-    return m.detach(), log_s.exp().detach()
+    """
+    Per-point diagonal Gaussian maximizing the ELBO, started at ``N(loc, diag scale^2)``: IW-SVI's
+    :func:`~pyro_noisevae.evaluation.fit_local_guide` with ``objective="elbo"`` on the VAE's programs (Adam,
+    constant learning rate 0.02), its draws from torch's RNG seeded with ``seed`` (the caller's stream is kept).
+    """
+    init = LocalGaussianGuide(vae.guide, {"z": (loc, scale.log(), 1)})
+    with torch.random.fork_rng(devices=[]), pyro.settings.context(module_local_params=True):
+        torch.manual_seed(seed)
+        q = fit_local_guide(vae.model, vae.guide, x, objective="elbo", num_particles=num_particles, num_steps=steps,
+                            lr=0.02, lr_decay=1.0, init=init, max_plate_nesting=1)
+    return q.loc("z"), q.scale("z")
 
 
 def _importance_log_px(vae, x, mean, cov, num_samples, seed, df=4.0):
@@ -106,26 +100,11 @@ def _importance_log_px(vae, x, mean, cov, num_samples, seed, df=4.0):
     return log_px, ess
 
 
-def amortization_gap_experiment(
-    dataset="mnist",
-    root=None,
-    settings=(("σ=0.1", 0.1, None), ("σ=0.2", 0.2, None), ("σ=0.2, denoising", 0.2, 0.25)),
-    num_train=5000,
-    num_points=12,
-    z_dim=2,
-    hidden_dims=(128,),
-    epochs=10,
-    batch_size=100,
-    lr=3e-3,
-    num_samples=150,
-    num_warmup=150,
-    num_chains=2,
-    opt_steps=300,
-    is_samples=4000,
-    elbo_samples=2000,
-    seed=0,
-    progress=False,
-):
+def amortization_gap_experiment(dataset="mnist", root=None,
+                                settings=(("σ=0.1", 0.1, None), ("σ=0.2", 0.2, None), ("σ=0.2, denoising", 0.2, 0.25)),
+                                num_train=5000, num_points=12, z_dim=2, hidden_dims=(128,), epochs=10, batch_size=100,
+                                lr=3e-3, num_samples=150, num_warmup=150, num_chains=2, opt_steps=300, is_samples=4000,
+                                elbo_samples=2000, seed=0, progress=False):
     r"""
     Train one tiny VAE per setting and measure its amortization gap per test point, NUTS as the reference.
 

@@ -21,18 +21,9 @@ def _pca_basis(x, k):
     return torch.linalg.svd(xc.to(torch.float64), full_matrices=False)[2][:k].T
 
 
-def subspace_error_vs_outlier_rate(
-    rates=(0.0, 0.05, 0.1, 0.2, 0.3),
-    methods=("pca", "shared", "per-dimension", "per-entry"),
-    num_data=300,
-    x_dim=20,
-    rank=2,
-    steps=600,
-    lr=0.05,
-    seed=0,
-    progress=False,
-    **data_kwargs,
-):
+def subspace_error_vs_outlier_rate(rates=(0.0, 0.05, 0.1, 0.2, 0.3),
+                                   methods=("pca", "shared", "per-dimension", "per-entry"), num_data=300, x_dim=20,
+                                   rank=2, steps=600, lr=0.05, seed=0, progress=False, **data_kwargs):
     r"""
     Synthetic robust-PCA experiment: for each outlier rate, draw
     :func:`~pyro_noisevae.data.outliers.low_rank_plus_sparse` data and report the subspace error
@@ -66,17 +57,8 @@ def subspace_error_vs_outlier_rate(
     return records
 
 
-def image_outlier_experiment(
-    images,
-    rates=(0.0, 0.05, 0.1, 0.2),
-    latent_dim=10,
-    methods=("pca", "per-entry"),
-    steps=600,
-    lr=0.02,
-    mode="salt-and-pepper",
-    seed=0,
-    progress=False,
-):
+def image_outlier_experiment(images, rates=(0.0, 0.05, 0.1, 0.2), latent_dim=10, methods=("pca", "per-entry"),
+                             steps=600, lr=0.02, mode="salt-and-pepper", seed=0, progress=False):
     r"""
     Real images with a fraction of corrupted pixels: the clean principal subspace is the top-``K``
     PCA subspace of the *clean* images; each method sees only the corrupted images (see

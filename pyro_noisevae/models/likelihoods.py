@@ -58,7 +58,7 @@ class Likelihood(PyroModule):
 
     def log_prob(self, out, x):
         r"""
-        :math:`\log p(x \mid z) = \sum_i \log p(x_i \mid \mathrm{out}_i)`, the log-density of site ``"x"``
+        :math:`\\log p(x \\mid z) = \\sum_i \\log p(x_i \\mid \\mathrm{out}_i)`, the log-density of site ``"x"``
         summed over the event dim, without distribution objects or support checks (the fused fast path;
         validate ``x`` with :meth:`check_data`). ``out`` ``(*, B, D)`` broadcasts against ``x`` ``(B, D)``;
         returns shape ``out.shape[:-1]``. Subclasses override it with a closed form.
@@ -69,16 +69,20 @@ class Likelihood(PyroModule):
         return pyro.sample("x", self.dist(out).to_event(1), obs=x)
 
 
-class BernoulliLikelihood(Likelihood):
+class _SigmoidMeanLikelihood(Likelihood):
+    """Base of the noise models around :math:`\\mathrm{sigmoid}(\\mathrm{out})`, their mean :math:`E[x \\mid z]`."""
+
+    def mean(self, out):
+        return torch.sigmoid(out)
+
+
+class BernoulliLikelihood(_SigmoidMeanLikelihood):
     """:math:`p(x|z) = \\prod_i \\mathrm{Bernoulli}(x_i; \\mathrm{sigmoid}(\\mathrm{out}_i))`; binary data only."""
 
     name = "bernoulli"
 
     def dist(self, out):
         return dist.Bernoulli(logits=out)
-
-    def mean(self, out):
-        return torch.sigmoid(out)
 
     def log_prob(self, out, x):
         # log Bernoulli(x; sigmoid(out)) = -BCE-with-logits, as torch's Bernoulli(logits=).log_prob computes it
@@ -93,66 +97,62 @@ class BernoulliLikelihood(Likelihood):
             )
 
 
-class NormalLikelihood(Likelihood):
+class _FixedScaleLikelihood(_SigmoidMeanLikelihood):
+    """
+    Base of the noise models with one fixed scale, a float64 buffer named :attr:`scale_name` (so that it keeps
+    its exact value; it moves with ``.to(device)``, is never trained, and is cast to the data dtype per call).
+    """
+
+    #: the buffer's name (also its name in checkpoints) and the scale's name in error messages
+    scale_name, scale_label = "sigma", "sigma"
+
+    def __init__(self, scale):
+        super().__init__()
+        self.register_buffer(self.scale_name, torch.tensor(_check_sigma(self.scale_label, scale), dtype=torch.float64))
+
+    def _scale(self, out):
+        return getattr(self, self.scale_name).to(out.dtype)
+
+
+class NormalLikelihood(_FixedScaleLikelihood):
     """
     σ-VAE decoder with a **fixed imaginary** σ: :math:`x \\sim N(\\mathrm{sigmoid}(\\mathrm{out}), \\sigma^2 I)`.
     σ is a buffer (moves with ``.to(device)``, never trained).
     """
 
     name = "normal"
-    # σ is stored in float64 so that it keeps its exact value; it is cast to the data dtype per call
-
-    def __init__(self, sigma):
-        super().__init__()
-        self.register_buffer("sigma", torch.tensor(_check_sigma("sigma", sigma), dtype=torch.float64))
 
     def dist(self, out):
-        return NoisyNormal(torch.sigmoid(out), self.sigma.to(out.dtype))
-
-    def mean(self, out):
-        return torch.sigmoid(out)
+        return NoisyNormal(torch.sigmoid(out), self._scale(out))
 
     def log_prob(self, out, x):
         return _normal_log_prob(out, x, self.sigma)
 
 
-class LaplaceLikelihood(Likelihood):
+class LaplaceLikelihood(_FixedScaleLikelihood):
     """Laplace σ-VAE decoder with a fixed scale b: :math:`x_i \\sim \\mathrm{Laplace}(\\mathrm{sigmoid}(\\mathrm{out}_i), b)`."""
 
     name = "laplace"
-
-    def __init__(self, scale):
-        super().__init__()
-        self.register_buffer("scale", torch.tensor(_check_sigma("laplace scale b", scale), dtype=torch.float64))
+    scale_name, scale_label = "scale", "laplace scale b"
 
     def dist(self, out):
-        return NoisyLaplace(torch.sigmoid(out), self.scale.to(out.dtype))
-
-    def mean(self, out):
-        return torch.sigmoid(out)
+        return NoisyLaplace(torch.sigmoid(out), self._scale(out))
 
     def log_prob(self, out, x):
-        b = self.scale.to(out.dtype)
+        b = self._scale(out)
         return -(x - torch.sigmoid(out)).abs().sum(-1) / b - out.shape[-1] * torch.log(2 * b)
 
 
-class NoisyBernoulliLikelihood(Likelihood):
+class NoisyBernoulliLikelihood(_FixedScaleLikelihood):
     """Bernoulli pixels seen through imaginary N(0, σ²) noise (:class:`NoisyBernoulli`), σ fixed."""
 
     name = "noisy-bernoulli"
 
-    def __init__(self, sigma):
-        super().__init__()
-        self.register_buffer("sigma", torch.tensor(_check_sigma("sigma", sigma), dtype=torch.float64))
-
     def dist(self, out):
-        return NoisyBernoulli(logits=out, sigma=self.sigma.to(out.dtype))
-
-    def mean(self, out):
-        return torch.sigmoid(out)
+        return NoisyBernoulli(logits=out, sigma=self._scale(out))
 
 
-class LearnedNormalLikelihood(Likelihood):
+class LearnedNormalLikelihood(_SigmoidMeanLikelihood):
     """
     Calibrated-decoder Gaussian: :math:`x \\sim N(\\mathrm{sigmoid}(\\mathrm{out}), \\sigma^2 I)` with **one shared
     learned** σ (a positive ``PyroParam``), as opposed to the σ-VAE's fixed imaginary σ.
@@ -166,9 +166,6 @@ class LearnedNormalLikelihood(Likelihood):
 
     def dist(self, out):
         return NoisyNormal(torch.sigmoid(out), self.sigma.to(out.dtype))
-
-    def mean(self, out):
-        return torch.sigmoid(out)
 
     def log_prob(self, out, x):
         return _normal_log_prob(out, x, self.sigma)

@@ -14,6 +14,7 @@ from pyro.nn import PyroModule, PyroParam, pyro_method
 from torch import nn
 
 from .._checks import check_latent_dim, check_matrix
+from .vae import data_plate
 
 __all__ = [
     "LinearVAE",
@@ -282,14 +283,6 @@ class LinearVAE(PyroModule):
                 raise ValueError(f"x has {x.shape[1]} features but the model expects x_dim={self.x_dim}")
         return x
 
-    def _plate(self, x, num_data):
-        batch = x.shape[0]
-        if num_data is None or num_data == batch:
-            return pyro.plate("data", batch)
-        if num_data < batch:
-            raise ValueError(f"num_data={num_data} is smaller than the batch size {batch}")
-        return pyro.plate("data", num_data, subsample=torch.arange(batch, device=x.device))
-
     @property
     def sigma2(self):
         """Noise variance :math:`\\sigma^2` (0-dim tensor)."""
@@ -308,7 +301,7 @@ class LinearVAE(PyroModule):
     @pyro_method
     def model(self, x, num_data=None):
         x = self._check(x)
-        with self._plate(x, num_data):
+        with data_plate(x, num_data):
             z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], self.z_dim), 1.0).to_event(1))
             loc = z @ self.W.T + self.b
             return pyro.sample("x", dist.Normal(loc, self.sigma.to(loc.dtype).expand_as(loc)).to_event(1), obs=x)
@@ -316,7 +309,7 @@ class LinearVAE(PyroModule):
     @pyro_method
     def guide(self, x, num_data=None):
         x = self._check(x)
-        with self._plate(x, num_data):
+        with data_plate(x, num_data):
             return pyro.sample("z", self.guide_distribution(x))
 
     # ---------------------------------------------------------------------------------------- exact answers

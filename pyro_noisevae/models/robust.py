@@ -11,6 +11,7 @@ from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
 from .._checks import check_latent_dim, check_matrix, check_positive_int
+from ..infer.fit_loop import FitLoop
 
 __all__ = ["NOISE_MODELS", "RobustLinearVAE", "fit_robust"]
 
@@ -156,33 +157,29 @@ class RobustLinearVAE(PyroModule):
             return m @ self.W.T + self.b
 
 
-# TODO(fit-loop): run fit_robust on the package's one fit loop (training.FitLoop) instead of its own Adam loop
 def fit_robust(model, data, steps=1000, lr=0.05, num_particles=1, seed=0, final_lr_fraction=0.05):
     r"""
     Maximize the ELBO of a :class:`RobustLinearVAE` by full-batch stochastic gradient steps:
     :class:`torch.optim.Adam` on the module's parameters, on
     :meth:`TraceMeanField_ELBO.differentiable_loss <pyro.infer.TraceMeanField_ELBO.differentiable_loss>`
-    (analytic KL), with a learning rate decaying geometrically from ``lr`` to ``lr * final_lr_fraction``.
+    (analytic KL), with a learning rate decaying geometrically from ``lr`` to ``lr * final_lr_fraction``
+    (one :class:`~pyro_noisevae.training.FitLoop` epoch per step).
     Optimizing ``model.parameters()`` directly (rather than Pyro's global param store) keeps successive
     models independent.
 
     :param torch.Tensor data: ``(N, D)``, the rows the model was built for.
     :param int seed: passed to :func:`pyro.set_rng_seed` before fitting (``None`` leaves the RNGs alone).
+    :param float final_lr_fraction: final / initial learning rate, in ``(0, 1]``.
     :returns: list of per-step losses (negative ELBO per data point).
+    :raises FloatingPointError: if the loss becomes NaN or infinite.
     """
     steps = check_positive_int(steps, "steps")
     data = check_matrix(data, "data")
     if seed is not None:
         pyro.set_rng_seed(int(seed))
     elbo = TraceMeanField_ELBO(num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1)
-    optim = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.ExponentialLR(optim, gamma=final_lr_fraction ** (1.0 / steps))
-    n, losses = data.shape[0], []
-    for _ in range(steps):
-        optim.zero_grad()
-        loss = elbo.differentiable_loss(model.model, model.guide, data) / n
-        loss.backward()
-        optim.step()
-        sched.step()
-        losses.append(loss.item())
-    return losses
+    n = data.shape[0]
+    loop = FitLoop(lambda: elbo.differentiable_loss(model.model, model.guide, data) / n,
+                   torch.optim.Adam(model.parameters(), lr=lr), epochs=steps, lr_decay=final_lr_fraction,
+                   handle_signals=False)
+    return loop.run().losses

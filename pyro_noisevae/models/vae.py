@@ -10,7 +10,7 @@ from pyro.nn.module import to_pyro_module_
 from ..nn import MLPDecoder, MLPEncoder
 from .likelihoods import make_likelihood
 
-__all__ = ["VAE", "check_data"]
+__all__ = ["VAE", "check_data", "data_plate"]
 
 
 def check_data(x, x_dim=None, name="x"):
@@ -32,6 +32,20 @@ def check_data(x, x_dim=None, name="x"):
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or infinite values; clean or impute the data first")
     return x
+
+
+def data_plate(x, num_data=None):
+    """
+    The ``"data"`` plate of a batch ``x`` ``(B, D)``: of size ``B``, or, when the batch is a mini-batch of a
+    data set of ``num_data`` points, of size ``num_data`` subsampled to the batch (log-likelihoods scaled by
+    ``num_data / B``).
+    """
+    batch = x.shape[0]
+    if num_data is None or num_data == batch:
+        return pyro.plate("data", batch)
+    if num_data < batch:
+        raise ValueError(f"num_data={num_data} is smaller than the batch size {batch}")
+    return pyro.plate("data", num_data, subsample=torch.arange(batch, device=x.device))
 
 
 class VAE(PyroModule):
@@ -91,14 +105,6 @@ class VAE(PyroModule):
             to_pyro_module_(self.decoder)
             self.likelihood = make_likelihood(likelihood, sigma)
 
-    def _plate(self, x, num_data):
-        batch = x.shape[0]
-        if num_data is None or num_data == batch:
-            return pyro.plate("data", batch)
-        if num_data < batch:
-            raise ValueError(f"num_data={num_data} is smaller than the batch size {batch}")
-        return pyro.plate("data", num_data, subsample=torch.arange(batch, device=x.device))
-
     def _check(self, x):
         if is_validation_enabled():
             check_data(x, self.x_dim)
@@ -115,7 +121,7 @@ class VAE(PyroModule):
                 z = pyro.sample("z", dist.Normal(zeros, 1.0).to_event(1))
                 return self.likelihood(self.decoder(z), None)
         x = self._check(x)
-        with self._plate(x, num_data):
+        with data_plate(x, num_data):
             zeros = x.new_zeros(x.shape[:-1] + (self.z_dim,))
             z = pyro.sample("z", dist.Normal(zeros, 1.0).to_event(1))
             return self.likelihood(self.decoder(z), x)
@@ -123,7 +129,7 @@ class VAE(PyroModule):
     @pyro_method
     def guide(self, x, num_data=None):
         x = self._check(x)
-        with self._plate(x, num_data):
+        with data_plate(x, num_data):
             loc, scale = self.encoder(x)
             return pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 

@@ -4,7 +4,7 @@ Training: configuration, the one fit loop, run folders, the ``train`` command an
 * :mod:`~pyro_noisevae.training.config`: :class:`TrainConfig`, its validation, and the registries of its
   choices (likelihoods, objectives, corruptions, encoders, datasets), which the command line reads.
 * :mod:`~pyro_noisevae.training.factories`: the VAE, Pyro programs, fused objective and β schedule of a config.
-* :mod:`~pyro_noisevae.training.loop`: :class:`FitLoop`, the optimisation loop (epochs or full-batch steps,
+* :mod:`~pyro_noisevae.infer.fit_loop` (re-exported here): :class:`FitLoop`, the optimisation loop (epochs or full-batch steps,
   progress, SIGINT/SIGTERM, learning-rate decay, stop hook, resumable state).
 * :mod:`~pyro_noisevae.training.trainer`: :class:`Trainer` (mini-batch SVI of a VAE on the loop), the in-memory
   :func:`fit`, :func:`evaluate_elbo`.
@@ -19,7 +19,7 @@ from .cli import add_model_arguments, register
 from .config import (ACTIVATIONS, BINARIZE, CORRUPTIONS, DATASETS, ENCODERS, GRADIENT_ESTIMATORS, LIKELIHOODS,
                      OBJECTIVES, RUN_CONTROL, SPLITS, TrainConfig, config_differences)
 from .factories import StepSchedule, build_fused_objective, build_model, build_programs, kl_warmup
-from .loop import FitLoop, FitResult, epoch_order
+from ..infer.fit_loop import FitLoop, FitResult, epoch_order
 from .run_folder import CHECKPOINT, CheckpointError, RunFolder, RunFolderError, atomic_write, atomic_write_text, load_checkpoint
 from .runs import build_trainer, load_run, resumed_config, train
 from .trainer import SVIObjective, Trainer, evaluate_elbo, fit

@@ -19,8 +19,8 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["STOP_CHECK_EVERY", "DistributedContext", "DistributedSetupError", "init_distributed", "shard",
-           "stop_agreement"]
+__all__ = ["STOP_CHECK_EVERY", "DistributedContext", "DistributedSetupError", "check_global_batches", "init_distributed",
+           "shard", "stop_agreement"]
 
 #: steps between the ranks' agreement on stopping (SIGINT/SIGTERM)
 STOP_CHECK_EVERY = 10
@@ -92,9 +92,29 @@ def shard(batch, rank, world_size):
     """
     b = batch.shape[0]
     if b % world_size:
-        raise ValueError(f"the global batch ({b} rows) must be divisible by the number of processes ({world_size})")
+        raise ValueError(f"the global batch ({b} rows) must be divisible by the number of processes ({world_size}); "
+                         f"choose a --batch-size and a training-set size that are multiples of {world_size}")
     per = b // world_size
     return batch[rank * per : (rank + 1) * per]
+
+
+def check_global_batches(num_data, batch_size, world_size, steps_per_epoch):
+    """
+    Refuse an epoch whose global mini-batches do not all split evenly over ``world_size`` processes (a shard
+    of another size would weigh its points differently in DDP's gradient average, and dropping rows would
+    train on less data than asked): every batch of ``batch_size`` rows, and the last, smaller batch of
+    ``num_data % batch_size`` rows when one of the ``steps_per_epoch`` steps takes it.
+
+    :raises ValueError: naming the batch and the fix.
+    """
+    sizes = {batch_size}
+    if num_data % batch_size and steps_per_epoch * batch_size > num_data:
+        sizes.add(num_data % batch_size)
+    bad = sorted(b for b in sizes if b % world_size)
+    if bad:
+        which = "the batch size" if bad[0] == batch_size else f"the last batch of each epoch ({num_data} % {batch_size})"
+        raise ValueError(f"{which} is {bad[0]} rows, not divisible by the number of processes ({world_size}); "
+                         f"choose a --batch-size and a training-set size that are multiples of {world_size}")
 
 
 def stop_agreement(ctx, every=STOP_CHECK_EVERY):

@@ -10,9 +10,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..analysis import active_units
 from ..models import check_data, elbo_terms
-from .distributed import shard, stop_agreement
+from .distributed import check_global_batches, shard, stop_agreement
 from .factories import StepSchedule
-from .loop import FitLoop
+from ..infer.fit_loop import FitLoop
 
 __all__ = ["SVIObjective", "Trainer", "evaluate_elbo", "fit"]
 
@@ -106,8 +106,7 @@ class Trainer:
             x = torch.bernoulli(x)
         if self._ddp is None:
             return self.objective(x, self.loop.global_step)
-        world = self.dist.world_size
-        return self._ddp(shard(x[: (x.shape[0] // world) * world], self.dist.rank, world), self.loop.global_step)
+        return self._ddp(shard(x, self.dist.rank, self.dist.world_size), self.loop.global_step)
 
     def enable_distributed(self, ctx):
         """
@@ -117,6 +116,7 @@ class Trainer:
         stopping (SIGINT/SIGTERM) every few steps. One objective evaluation first creates any lazily built
         parameters, so that DDP sees all of them.
         """
+        check_global_batches(self.num_data, self.loop.batch_size, ctx.world_size, self.loop.steps_per_epoch)
         self.dist = ctx
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             self.objective(self.data[: max(ctx.world_size, 2)], self.loop.global_step)

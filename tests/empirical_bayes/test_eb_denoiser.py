@@ -190,3 +190,115 @@ def test_fit_denoiser_refuses_an_energy_that_never_gets_parameters():
     energy = GaussianEnergy.smoothed(LOC, COV, SIGMA)  # buffers only
     with pytest.raises(ValueError, match="no trainable parameters.*pyro.module"):
         fit_denoiser(energy, torch.zeros(4, 2, dtype=DT), SIGMA, progress=False)
+
+
+class _CountingEnergy(Energy):
+    """Energy ½‖Ay + b‖² (trainable ``A``, ``b``) that records the rows of every call."""
+
+    dim = 2
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 2, dtype=DT)
+        self.rows = []
+
+    def forward(self, y):
+        self.rows.append(y.shape[0])
+        return 0.5 * self.linear(y).pow(2).sum(-1)
+
+
+def _gaussian_data(n, seed=0):
+    """``n`` draws of N(LOC, COV), seeded."""
+    eps = torch.randn(n, 2, dtype=DT, generator=torch.Generator().manual_seed(seed))
+    return LOC + eps @ torch.linalg.cholesky(COV).T
+
+
+def test_fit_denoiser_num_noise_draws_that_many_noisy_copies_of_each_batch():
+    energy = _CountingEnergy()
+    fit_denoiser(energy, _gaussian_data(100), SIGMA, epochs=2, batch_size=40, num_noise=3, lr=0.01, progress=False,
+                 seed=0)
+    # every step's energy call sees num_noise * (batch rows): 40, 40 and the short last batch of 20, per epoch
+    assert energy.rows == [120, 120, 60] * 2
+
+
+def test_fit_denoiser_max_steps_stops_mid_epoch():
+    energy, seen = _CountingEnergy(), []
+    losses = fit_denoiser(energy, _gaussian_data(100), SIGMA, epochs=5, batch_size=10, max_steps=13, lr=0.01,
+                          progress=False, seed=0, callback=lambda epoch, loss: seen.append(epoch))
+    # 13 steps = one full epoch of 10 steps and 3 steps of the second, which is closed there
+    assert len(energy.rows) == 13
+    assert len(losses) == 2 and seen == [0, 1]
+    with pytest.raises(ValueError, match="max_steps"):
+        fit_denoiser(energy, _gaussian_data(10), SIGMA, max_steps=0, progress=False)
+
+
+def test_fit_denoiser_callback_gets_every_epoch_and_its_mean_loss():
+    seen = []
+    losses = fit_denoiser(_CountingEnergy(), _gaussian_data(64), SIGMA, epochs=3, batch_size=16, lr=0.01,
+                          progress=False, seed=0, callback=lambda epoch, loss: seen.append((epoch, loss)))
+    assert seen == list(enumerate(losses)) and len(seen) == 3
+
+
+def test_fit_denoiser_uses_the_optimizer_it_is_given():
+    energy = _CountingEnergy()
+    before = [p.detach().clone() for p in energy.parameters()]
+    # a zero learning rate keeps the parameters (the default Adam at lr would move them)...
+    frozen = torch.optim.SGD(energy.parameters(), lr=0.0)
+    fit_denoiser(energy, _gaussian_data(64), SIGMA, epochs=2, batch_size=16, lr=0.1, progress=False, seed=0,
+                 optimizer=frozen)
+    assert all(torch.equal(a, b) for a, b in zip(before, energy.parameters()))
+    # ...and an optimizer's state carries over between calls: Adam's step count sums the two fits' steps
+    adam = torch.optim.Adam(energy.parameters(), lr=0.01)
+    fit_denoiser(energy, _gaussian_data(64), SIGMA, epochs=1, batch_size=16, progress=False, seed=0, optimizer=adam)
+    fit_denoiser(energy, _gaussian_data(64), SIGMA, epochs=1, batch_size=16, progress=False, seed=1, optimizer=adam)
+    assert int(adam.state[energy.linear.weight]["step"]) == 8
+
+
+def _plain_programs(prefix, decoder, encoder):
+    """A Gaussian latent-variable model and guide as plain Pyro functions over a plate named "obs"."""
+    import pyro.distributions as dist
+
+    def model(y):
+        pyro.module(prefix + "decoder", decoder)
+        with pyro.plate("obs", y.shape[0]):
+            z = pyro.sample("z", dist.Normal(y.new_zeros(y.shape[0], 1), 1.0).to_event(1))
+            pyro.sample("y", dist.Normal(decoder(z), SIGMA).to_event(1), obs=y)
+
+    def guide(y):
+        pyro.module(prefix + "encoder", encoder)
+        with pyro.plate("obs", y.shape[0]):
+            loc, log_scale = encoder(y).split(1, -1)
+            pyro.sample("z", dist.Normal(loc, log_scale.exp()).to_event(1))
+
+    return model, guide
+
+
+def test_fit_denoiser_trains_an_elbo_energy_of_plain_pyro_functions_with_an_mlp():
+    """``pyro.module`` networks and a data plate not named "data": registered on the first call, then trained."""
+    import copy
+
+    pyro.clear_param_store()
+    try:
+        torch.manual_seed(0)
+        decoder = torch.nn.Linear(1, 2).to(DT)
+        encoder = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2)).to(DT)
+        untrained = ELBOEnergy(*_plain_programs("untrained_", copy.deepcopy(decoder), copy.deepcopy(encoder)),
+                               plate_name="obs")
+        energy = ELBOEnergy(*_plain_programs("", decoder, encoder), plate_name="obs")
+        assert not list(energy.parameters())
+        before = {n: p.detach().clone() for n, p in [*decoder.named_parameters(), *encoder.named_parameters()]}
+        x = _gaussian_data(2048)
+        losses = fit_denoiser(energy, x, SIGMA, epochs=4, batch_size=128, lr=0.02, progress=False, seed=0)
+        # the networks' 6 tensors (decoder weight and bias, two encoder layers) were found and all trained
+        assert len(list(energy.parameters())) == 6
+        after = dict([*decoder.named_parameters(), *encoder.named_parameters()])
+        assert all(not torch.allclose(before[n], after[n]) for n in before)
+        assert losses[-1] < losses[0]
+        # held-out denoising loss, same noise for both: training lowered it well beyond its MC error
+        x_test = _gaussian_data(4000, seed=1)
+        gen = torch.Generator()
+        trained = denoising_loss(energy, x_test, SIGMA, generator=gen.manual_seed(2)).item()
+        initial = denoising_loss(untrained, x_test, SIGMA, generator=gen.manual_seed(2)).item()
+        assert trained < 0.5 * initial, (trained, initial)
+    finally:
+        pyro.clear_param_store()

@@ -1,13 +1,14 @@
 """The ``uvb-denoise`` and ``walk-jump`` subcommands."""
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 import torch
 
 from ..common import cli_errors, command_main
-from .denoising import uvb_denoise
+from .denoising import Budget, uvb_denoise
 from .models import DEFAULTS
 from .walk_jump import walk_jump_experiment
 
@@ -32,31 +33,26 @@ def _add_model_args(p):
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _model_kwargs(args):
-    return dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, z_dim=args.z_dim,
-                hidden_dims=tuple(args.hidden_dims), deen_hidden_dims=tuple(args.deen_hidden_dims),
-                train_size=args.train_size, seed=args.seed, data_root=args.data_root, device=args.device,
-                progress=not args.no_progress)
+def _run(args, experiment, report, *positional, **kwargs):
+    """Run ``experiment(args.out, *positional, **kwargs)`` with the model settings of ``args``, print its report."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    budget = {f.name: getattr(args, f.name) for f in dataclasses.fields(Budget)}
+    experiment(args.out, *positional, progress=not args.no_progress, **kwargs, **budget)
+    print((Path(args.out) / report).read_text())
 
 
 @cli_errors
 def _uvb_denoise_main(args):
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    uvb_denoise(args.out, tuple(args.sigmas), test_size=args.test_size, eval_particles=args.eval_particles,
-                **_model_kwargs(args))
-    print((Path(args.out) / "uvb_denoise.md").read_text())
+    _run(args, uvb_denoise, "uvb_denoise.md", tuple(args.sigmas), test_size=args.test_size,
+         eval_particles=args.eval_particles)
 
 
 @cli_errors
 def _walk_jump_main(args):
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    walk_jump_experiment(args.out, args.sigma, num_steps=args.num_steps, jump_every=args.jump_every,
-                         eps_scale=args.eps_scale, friction=args.friction, inverse_mass=args.inverse_mass,
-                         energy_particles=args.energy_particles, models=tuple(args.models),
-                         classifier_epochs=args.classifier_epochs, **_model_kwargs(args))
-    print((Path(args.out) / "walk_jump.md").read_text())
+    _run(args, walk_jump_experiment, "walk_jump.md", args.sigma, num_steps=args.num_steps, jump_every=args.jump_every,
+         eps_scale=args.eps_scale, friction=args.friction, inverse_mass=args.inverse_mass,
+         energy_particles=args.energy_particles, models=tuple(args.models), classifier_epochs=args.classifier_epochs)
 
 
 def register(subparsers):

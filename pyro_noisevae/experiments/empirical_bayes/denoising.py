@@ -1,6 +1,7 @@
 """Experiments (a) and (c), ``uvb-denoise``: MNIST denoising by UVB, DEEN, a σ-VAE and Wiener; UVB ≠ VAE."""
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyro
@@ -10,7 +11,7 @@ from tqdm import tqdm
 from ...analysis import active_units, psnr
 from ...empirical_bayes import GaussianEnergy, bayes_estimator
 from ...models import elbo_terms
-from ..common import read_json, save_figure, write_json, write_text
+from ..common import ModelBudget, read_json, save_figure, write_json, write_text
 from .models import DEFAULTS, KINDS, jsonable, load_mnist, model_energy, sigma_tag, train_model
 from .reports import (
     METHOD_LABELS,
@@ -21,7 +22,57 @@ from .reports import (
     uvb_vs_vae_figure,
 )
 
-__all__ = ["uvb_denoise"]
+__all__ = ["Budget", "ExperimentRun", "uvb_denoise"]
+
+
+@dataclass
+class Budget(ModelBudget):
+    """
+    The settings of the models of :func:`uvb_denoise` and :func:`walk_jump_experiment`, defaults
+    :data:`~pyro_noisevae.experiments.empirical_bayes.models.DEFAULTS`: run in the same ``out`` folder with the
+    same budget, the two experiments share their checkpoints. The fields of
+    :class:`~pyro_noisevae.experiments.common.ModelBudget`, and:
+
+    :ivar hidden_dims: hidden layers of the σ-VAE's encoder and decoder; ``deen_hidden_dims`` those of DEEN.
+    """
+
+    epochs: int = DEFAULTS["epochs"]
+    train_size: int | None = DEFAULTS["train_size"]
+    batch_size: int = DEFAULTS["batch_size"]
+    lr: float = DEFAULTS["lr"]
+    z_dim: int = DEFAULTS["z_dim"]
+    seed: int = DEFAULTS["seed"]
+    hidden_dims: tuple = DEFAULTS["hidden_dims"]
+    deen_hidden_dims: tuple = DEFAULTS["deen_hidden_dims"]
+
+    def config(self, test_size=None):
+        """The configuration dict that :func:`~.models.train_model` and :func:`~.models.model_meta` read."""
+        return dict(epochs=int(self.epochs), batch_size=int(self.batch_size), lr=float(self.lr), z_dim=int(self.z_dim),
+                    hidden_dims=tuple(self.hidden_dims), deen_hidden_dims=tuple(self.deen_hidden_dims),
+                    train_size=self.train_size, test_size=test_size, seed=int(self.seed))
+
+
+class ExperimentRun:
+    """
+    One call of an empirical-Bayes experiment into ``out``: makes ``out/stages``, seeds Pyro, loads the
+    (subset of the) MNIST training split of the ``budget`` (``x_train``, ``t_train``) and, at the end,
+    :meth:`finish` writes the results.
+    """
+
+    def __init__(self, out, budget):
+        self.out = Path(out)
+        (self.out / "stages").mkdir(parents=True, exist_ok=True)
+        self.device = torch.device(budget.device)
+        self.t_start = time.time()
+        pyro.set_rng_seed(int(budget.seed))
+        self.x_train, self.t_train = load_mnist("train", budget.train_size, budget.seed, budget.data_root)
+
+    def finish(self, name, results, markdown):
+        """Write ``results`` (with the seconds of this call) to ``<name>.json`` and ``markdown`` of them to ``<name>.md``."""
+        results["seconds_this_call"] = round(time.time() - self.t_start, 1)
+        write_json(self.out / f"{name}.json", results)
+        write_text(self.out / f"{name}.md", markdown(results))
+        return results
 
 
 def _wiener(x_train):
@@ -67,19 +118,10 @@ def uvb_denoise(
     out="results/empirical_bayes",
     sigmas=(0.5, 1.0),
     *,
-    epochs=DEFAULTS["epochs"],
-    batch_size=DEFAULTS["batch_size"],
-    lr=DEFAULTS["lr"],
-    z_dim=DEFAULTS["z_dim"],
-    hidden_dims=DEFAULTS["hidden_dims"],
-    deen_hidden_dims=DEFAULTS["deen_hidden_dims"],
-    train_size=DEFAULTS["train_size"],
     test_size=DEFAULTS["test_size"],
     eval_particles=10,
-    seed=DEFAULTS["seed"],
-    data_root=None,
-    device="cpu",
     progress=True,
+    **budget,
 ):
     r"""
     Experiment (a) + (c): denoising MNIST test digits :math:`y = x + \sigma\varepsilon` at each σ with
@@ -102,19 +144,16 @@ def uvb_denoise(
     ``samples_sigma*.png`` and ``training_curves.png`` to ``out``; checkpoints in ``out/checkpoints``, stage
     results in ``out/stages``. Rerunning resumes.
 
+    :param budget: the settings of the models, keywords of :class:`Budget` (``epochs``, ``batch_size``, ``lr``,
+        ``z_dim``, ``hidden_dims``, ``deen_hidden_dims``, ``train_size``, ``seed``, ``device``, ``data_root``).
     :returns: the results dictionary (also in ``uvb_denoise.json``).
     """
-    cfg = dict(epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), z_dim=int(z_dim),
-               hidden_dims=tuple(hidden_dims), deen_hidden_dims=tuple(deen_hidden_dims), train_size=train_size,
-               test_size=test_size, seed=int(seed))
+    budget = Budget(**budget)
+    cfg = budget.config(test_size)
     sigmas = [float(s) for s in sigmas]
-    out = Path(out)
-    (out / "stages").mkdir(parents=True, exist_ok=True)
-    device = torch.device(device)
-    t_start = time.time()
-    pyro.set_rng_seed(cfg["seed"])
-    x_train, _ = load_mnist("train", train_size, seed, data_root)
-    x_test, _ = load_mnist("test", test_size, seed + 1, data_root)
+    run = ExperimentRun(out, budget)
+    out, device, x_train, seed = run.out, run.device, run.x_train, cfg["seed"]
+    x_test, _ = load_mnist("test", test_size, seed + 1, budget.data_root)
     mean, cov = _wiener(x_train)
 
     results = {"config": jsonable(dict(cfg, sigmas=sigmas, eval_particles=eval_particles, device=str(device))),
@@ -140,10 +179,7 @@ def uvb_denoise(
             results["denoising"][tag] = stage["denoising"]
             results["uvb_vs_vae"][tag] = stage["uvb_vs_vae"]
     save_figure(training_figure(results["training"]), out / "training_curves.png", dpi=100)
-    results["seconds_this_call"] = round(time.time() - t_start, 1)
-    write_json(out / "uvb_denoise.json", results)
-    write_text(out / "uvb_denoise.md", denoise_markdown(results))
-    return results
+    return run.finish("uvb_denoise", results, denoise_markdown)
 
 
 def _evaluate_sigma(sigma, models, x_test, mean, cov, eval_particles, seed, out, device, progress):

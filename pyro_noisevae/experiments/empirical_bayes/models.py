@@ -7,10 +7,10 @@ from pathlib import Path
 import torch
 from pyro.infer import TraceMeanField_ELBO
 from torch import nn
-from tqdm import tqdm
 
-from ...empirical_bayes import DEEN, ELBOEnergy, bayes_estimator
+from ...empirical_bayes import DEEN, ELBOEnergy, denoising_loss
 from ...models import VAE
+from ...training import FitLoop
 from ..common import load_split, load_torch, save_torch
 
 __all__ = [
@@ -85,13 +85,33 @@ def model_meta(kind, sigma, cfg):
     return jsonable(meta)
 
 
-# TODO(fit-loop): move onto the package's one fit loop (it re-implements denoising_loss and its checkpoints)
+class _EpochDraws:
+    """
+    Every epoch's mini-batch order, noise and latent draws derive from ``(seed, epoch)``, so that a run resumed
+    from the checkpoint of an epoch replays the same run: at the start of each epoch torch's global RNG (the
+    VAE's latents) and a CPU generator (the order, then the denoising noise) are seeded with
+    ``1000 * seed + epoch``.
+    """
+
+    def __init__(self, seed, n):
+        self.seed, self.n, self.gen = int(seed), int(n), None
+
+    def order(self, epoch):
+        s = 1000 * self.seed + int(epoch)
+        self.gen = torch.Generator().manual_seed(s)
+        torch.manual_seed(s)
+        return torch.randperm(self.n, generator=self.gen)
+
+
 def train_model(kind, sigma, cfg, x_train, out, device, progress):
     """
-    Train (or resume, or load) one model; a checkpoint is written after every epoch.
+    Train (or resume, or load) one model on :class:`~pyro_noisevae.training.FitLoop`; a checkpoint
+    (``out/checkpoints/<kind>_sigma<σ>.pt``, written atomically) after every epoch.
 
     ``vae``: plain σ-VAE, ELBO on clean data (TraceMeanField_ELBO). ``uvb``: the same VAE trained by
-    :func:`denoising_loss` through its ELBO energy. ``deen``: MLP energy, same objective.
+    :func:`~pyro_noisevae.empirical_bayes.denoising_loss` through its ELBO energy. ``deen``: MLP energy, same
+    objective. The losses are per-epoch means of the mini-batch means. SIGINT/SIGTERM stop after the current
+    step and raise ``KeyboardInterrupt``; rerunning resumes from the last finished epoch (the same draws).
     """
     ckpt_path = Path(out) / "checkpoints" / f"{kind}_sigma{sigma_tag(sigma)}.pt"
     ckpt_path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,37 +130,38 @@ def train_model(kind, sigma, cfg, x_train, out, device, progress):
         module.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optim"])
         state = {"epoch": int(ckpt["epoch"]), "losses": list(ckpt["losses"]), "seconds": float(ckpt["seconds"])}
-    n, bs = x_train.shape[0], cfg["batch_size"]
-    elbo = TraceMeanField_ELBO(max_plate_nesting=1)
-    energy = model_energy(kind, module)
-    for epoch in range(state["epoch"], cfg["epochs"]):
-        t0 = time.time()
-        # every epoch's order and noise derive from (seed, epoch): resuming replays the same run
-        gen = torch.Generator().manual_seed(1000 * cfg["seed"] + epoch)
-        torch.manual_seed(1000 * cfg["seed"] + epoch)
-        perm = torch.randperm(n, generator=gen)
-        total, count = 0.0, 0
-        bar = tqdm(range(0, n, bs), desc=f"{kind} σ={sigma:g} epoch {epoch + 1}/{cfg['epochs']}", disable=not progress)
-        for start in bar:
-            x = x_train[perm[start : start + bs]].to(device)
-            if kind == "vae":
-                loss = elbo.differentiable_loss(module.model, module.guide, x) / x.shape[0]
-            else:
-                eps = torch.randn(x.shape, generator=gen).to(device)
-                y = x + sigma * eps
-                x_hat = bayes_estimator(energy, y, sigma, create_graph=True)
-                loss = (x - x_hat).pow(2).sum(-1).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * x.shape[0]
-            count += x.shape[0]
-            bar.set_postfix(loss=f"{total / count:.3f}")
-        state["epoch"] = epoch + 1
-        state["losses"].append(total / count)
+    draws = _EpochDraws(cfg["seed"], x_train.shape[0])
+    if kind == "vae":
+        elbo = TraceMeanField_ELBO(max_plate_nesting=1)
+
+        def loss_fn(x):
+            x = x.to(device)
+            return elbo.differentiable_loss(module.model, module.guide, x) / x.shape[0]
+    else:
+        energy = model_energy(kind, module)
+
+        def loss_fn(x):
+            # the noise is drawn on the CPU generator of the epoch (on a GPU too), as the checkpoints were made
+            eps = torch.randn(x.shape, generator=draws.gen)
+            return denoising_loss(energy, x.to(device), sigma, noise=eps.to(device))
+
+    t0 = time.time()
+
+    def save(loop, mean):
+        nonlocal t0
+        state["epoch"] = loop.epoch
+        state["losses"].append(mean)
         state["seconds"] += time.time() - t0
         save_torch(ckpt_path, {"meta": json.dumps(meta), "model": module.state_dict(), "optim": opt.state_dict(),
-                                "epoch": state["epoch"], "losses": state["losses"], "seconds": state["seconds"]})
+                               "epoch": state["epoch"], "losses": state["losses"], "seconds": state["seconds"]})
+        t0 = time.time()
+
+    loop = FitLoop(loss_fn, opt, x_train, batch_size=cfg["batch_size"], epochs=cfg["epochs"], shuffle=draws.order,
+                   on_epoch_end=save, progress=progress, desc=f"{kind} σ={sigma:g} epoch")
+    loop.epoch = state["epoch"]
+    loop.global_step = state["epoch"] * loop.steps_per_epoch
+    if loop.run().interrupted:
+        raise KeyboardInterrupt(f"{kind} σ={sigma:g} interrupted; rerun to resume from epoch {state['epoch']}")
     module.eval()
     return module, state
 
@@ -156,9 +177,12 @@ class Classifier(nn.Module):
         return self.net(x)
 
 
-# TODO(fit-loop): move onto the package's one fit loop
 def train_classifier(out, x_train, t_train, x_test, t_test, epochs, seed, device, progress):
-    """Train (or load) the :class:`Classifier` into ``out/checkpoints``; returns it and its test accuracy."""
+    """
+    Train (or load) the :class:`Classifier` into ``out/checkpoints`` on :class:`~pyro_noisevae.training.FitLoop`
+    (Adam, lr 1e-3, mini-batches of 128; the epochs' orders are successive permutations of one generator
+    seeded with ``seed``); returns it and its test accuracy.
+    """
     path = Path(out) / "checkpoints" / "classifier.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -170,17 +194,13 @@ def train_classifier(out, x_train, t_train, x_test, t_test, epochs, seed, device
             clf.load_state_dict(ckpt["model"])
             clf.eval()
             return clf, float(ckpt["test_accuracy"])
-    opt = torch.optim.Adam(clf.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(seed)
-    for epoch in range(epochs):
-        perm = torch.randperm(x_train.shape[0], generator=gen)
-        for start in tqdm(range(0, x_train.shape[0], 128), desc=f"classifier epoch {epoch + 1}/{epochs}",
-                          disable=not progress):
-            idx = perm[start : start + 128]
-            loss = nn.functional.cross_entropy(clf(x_train[idx].to(device)), t_train[idx].to(device))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    orders = [torch.randperm(x_train.shape[0], generator=gen) for _ in range(epochs)]
+    loop = FitLoop(lambda x, t: nn.functional.cross_entropy(clf(x.to(device)), t.to(device)),
+                   torch.optim.Adam(clf.parameters(), lr=1e-3), (x_train, t_train), batch_size=128, epochs=epochs,
+                   shuffle=orders.__getitem__, progress=progress, desc="classifier epoch")
+    if loop.run().interrupted:
+        raise KeyboardInterrupt("classifier training interrupted; rerun to train it again")
     clf.eval()
     with torch.no_grad():
         acc = (clf(x_test.to(device)).argmax(-1).cpu() == t_test).float().mean().item()

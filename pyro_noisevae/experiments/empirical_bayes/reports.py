@@ -43,44 +43,37 @@ def _grid(images, nrow, pad=1):
     return canvas.numpy()
 
 
-def denoise_figure(sigma, imgs, rows, denoising):
-    """10 test digits, one row per method (``imgs[row]``), titled with the method's PSNR."""
-    fig = figure(figsize=(8, 1.0 * len(rows) + 0.3))
-    axes = fig.subplots(len(rows), 1)
-    for ax, r in zip(axes, rows):
-        ax.imshow(_grid(imgs[r], 10), cmap="gray", vmin=0, vmax=1)
+def _rows_figure(panels, nrow, figsize, suptitle, layout=None, title_loc="left"):
+    """One image grid per panel ``(title, images)``, ``nrow`` images per row; panels stacked (or on ``layout``)."""
+    fig = figure(figsize=figsize)
+    axes = fig.subplots(*(layout or (len(panels), 1)), squeeze=False)
+    for ax, (title, images) in zip(axes.flat, panels):
+        ax.imshow(_grid(images, nrow), cmap="gray", vmin=0, vmax=1)
         ax.set_axis_off()
-        label = r if r in ("clean", "noisy") else f"{r} (PSNR {denoising[r]['psnr']:.1f} dB)"
-        ax.set_title(label, fontsize=8, loc="left")
-    fig.suptitle(f"MNIST test denoising, σ = {sigma:g} (images clipped to [0,1] for display)", fontsize=9)
+        ax.set_title(title, fontsize=8, loc=title_loc)
+    fig.suptitle(suptitle, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def denoise_figure(sigma, imgs, rows, denoising):
+    """10 test digits, one row per method (``imgs[row]``), titled with the method's PSNR."""
+    panels = [(r if r in ("clean", "noisy") else f"{r} (PSNR {denoising[r]['psnr']:.1f} dB)", imgs[r]) for r in rows]
+    return _rows_figure(panels, 10, (8, 1.0 * len(rows) + 0.3),
+                        f"MNIST test denoising, σ = {sigma:g} (images clipped to [0,1] for display)")
 
 
 def uvb_vs_vae_figure(sigma, panels):
     """Rows of reconstructions ``panels = [(title, images), ...]`` through each model's encoder/decoder."""
-    fig = figure(figsize=(8, 4.6))
-    axes = fig.subplots(5, 1)
-    for ax, (title, im) in zip(axes, panels):
-        ax.imshow(_grid(im, 10), cmap="gray", vmin=0, vmax=1)
-        ax.set_axis_off()
-        ax.set_title(title, fontsize=8, loc="left")
-    fig.suptitle(f"UVB ≠ VAE at σ = {sigma:g}: reconstructions through each model's encoder/decoder", fontsize=9)
-    fig.tight_layout()
-    return fig
+    return _rows_figure(panels, 10, (8, 4.6),
+                        f"UVB ≠ VAE at σ = {sigma:g}: reconstructions through each model's encoder/decoder")
 
 
 def samples_figure(sigma, samples):
     """Decoder samples of the plain σ-VAE and of the UVB-trained VAE, ``samples[name]`` ``(64, 784)``."""
-    fig = figure(figsize=(8, 4.3))
-    axes = fig.subplots(1, 2)
-    for ax, name in zip(axes, ("vae", "uvb")):
-        ax.imshow(_grid(samples[name], 8), cmap="gray", vmin=0, vmax=1)
-        ax.set_axis_off()
-        ax.set_title(f"{'σ-VAE' if name == 'vae' else 'UVB'} decoder samples decode(z), z ~ N(0, I)", fontsize=8)
-    fig.suptitle(f"σ = {sigma:g}", fontsize=9)
-    fig.tight_layout()
-    return fig
+    panels = [(f"{'σ-VAE' if name == 'vae' else 'UVB'} decoder samples decode(z), z ~ N(0, I)", samples[name])
+              for name in ("vae", "uvb")]
+    return _rows_figure(panels, 8, (8, 4.3), f"σ = {sigma:g}", layout=(1, 2), title_loc="center")
 
 
 def training_figure(training):

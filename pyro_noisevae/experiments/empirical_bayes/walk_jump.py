@@ -2,14 +2,14 @@
 
 import json
 import time
-from pathlib import Path
 
 import pyro
 import torch
 
 from ...empirical_bayes import walk_jump
-from ..common import load_torch, save_figure, save_torch, write_json, write_text
-from .models import DEFAULTS, jsonable, load_mnist, model_energy, model_meta, sigma_tag, train_classifier, train_model
+from ..common import load_torch, save_figure, save_torch
+from .denoising import Budget, ExperimentRun
+from .models import jsonable, load_mnist, model_energy, model_meta, sigma_tag, train_classifier, train_model
 from .reports import classes_figure, jumps_figure, walk_markdown
 
 __all__ = ["class_stats", "walk_jump_experiment"]
@@ -37,31 +37,9 @@ def class_stats(labels, confidence, threshold):
     }
 
 
-def walk_jump_experiment(
-    out="results/empirical_bayes",
-    sigma=1.0,
-    *,
-    num_steps=10_000,
-    jump_every=20,
-    eps_scale=0.5,
-    friction=0.5,
-    inverse_mass=1.0,
-    energy_particles=8,
-    models=("uvb", "deen"),
-    classifier_epochs=3,
-    confident_threshold=0.9,
-    epochs=DEFAULTS["epochs"],
-    batch_size=DEFAULTS["batch_size"],
-    lr=DEFAULTS["lr"],
-    z_dim=DEFAULTS["z_dim"],
-    hidden_dims=DEFAULTS["hidden_dims"],
-    deen_hidden_dims=DEFAULTS["deen_hidden_dims"],
-    train_size=DEFAULTS["train_size"],
-    seed=DEFAULTS["seed"],
-    data_root=None,
-    device="cpu",
-    progress=True,
-):
+def walk_jump_experiment(out="results/empirical_bayes", sigma=1.0, *, num_steps=10_000, jump_every=20, eps_scale=0.5,
+                         friction=0.5, inverse_mass=1.0, energy_particles=8, models=("uvb", "deen"),
+                         classifier_epochs=3, confident_threshold=0.9, progress=True, **budget):
     r"""
     Experiment (b): one long walk-jump chain at σ (default 1) on each learned energy (UVB first, DEEN for
     contrast), started from :math:`U(0,1)^{784} + N(0, \sigma^2 I)`, with underdamped Langevin steps
@@ -76,19 +54,17 @@ def walk_jump_experiment(
 
     Writes ``walk_jump.json``, ``walk_jump.md``, ``walk_jump_<model>.png`` (jumps) and ``walk_jump_classes.png``.
 
+    :param budget: the settings of the models, keywords of :class:`~.denoising.Budget` (``epochs``,
+        ``batch_size``, ``lr``, ``z_dim``, ``hidden_dims``, ``deen_hidden_dims``, ``train_size``, ``seed``,
+        ``device``, ``data_root``).
     :returns: the results dictionary (also in ``walk_jump.json``).
     """
-    cfg = dict(epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), z_dim=int(z_dim),
-               hidden_dims=tuple(hidden_dims), deen_hidden_dims=tuple(deen_hidden_dims), train_size=train_size,
-               test_size=None, seed=int(seed))
-    sigma = float(sigma)
-    out = Path(out)
-    (out / "stages").mkdir(parents=True, exist_ok=True)
-    device = torch.device(device)
-    t_start = time.time()
-    pyro.set_rng_seed(cfg["seed"])
-    x_train, t_train = load_mnist("train", train_size, seed, data_root)
-    x_test, t_test = load_mnist("test", root=data_root)
+    budget = Budget(**budget)
+    cfg = budget.config()
+    sigma, seed = float(sigma), cfg["seed"]
+    run = ExperimentRun(out, budget)
+    out, device, x_train, t_train = run.out, run.device, run.x_train, run.t_train
+    x_test, t_test = load_mnist("test", root=budget.data_root)
     clf, acc = train_classifier(out, x_train, t_train, x_test, t_test, classifier_epochs, seed, device, progress)
     chain_cfg = dict(sigma=sigma, num_steps=int(num_steps), jump_every=int(jump_every), eps_scale=eps_scale,
                      friction=friction, inverse_mass=inverse_mass, energy_particles=int(energy_particles), seed=seed)
@@ -125,7 +101,4 @@ def walk_jump_experiment(
             fig = jumps_figure(kind, jumps, stage["jump_steps"], labels, conf, sigma)
             save_figure(fig, out / f"walk_jump_{kind}.png", dpi=110)
     save_figure(classes_figure(jumps_by_model), out / "walk_jump_classes.png", dpi=100)
-    results["seconds_this_call"] = round(time.time() - t_start, 1)
-    write_json(out / "walk_jump.json", results)
-    write_text(out / "walk_jump.md", walk_markdown(results))
-    return results
+    return run.finish("walk_jump", results, walk_markdown)

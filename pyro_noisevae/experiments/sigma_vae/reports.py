@@ -14,16 +14,26 @@ def _fmt_ci(fit):
     return f"{fit['nu']:.3f} [{fit['ci'][0]:.3f}, {fit['ci'][1]:.3f}]"
 
 
+def _command_line(r):
+    return f"Command: `{r['command']}`  " if r["command"] else "Called from Python (no command line).  "
+
+
+def _budget_sentence(r, images):
+    """The training budget of every model of the results ``r``, trained on ``images``, with the threads used."""
+    b = r["budget"]
+    n = b["train_size"] or 50000
+    return (f"Budget per model: {b['epochs']} epochs on {n} {images} ({b['epochs'] * math.ceil(n / b['batch_size'])} "
+            f"Adam steps), batch {b['batch_size']}, Adam lr {b['lr']}, MLP 784-{'-'.join(map(str, b['hidden_dims']))}-"
+            f"{b['z_dim']}, seed {b['seed']}, device {b['device']}, {r['torch_threads']} torch thread(s)")
+
+
 def power_law_markdown(r):
     b = r["budget"]
     lines = [
         "# σ-VAE KL power law on MNIST",
         "",
-        f"Command: `{r['command']}`  " if r["command"] else "Called from Python (no command line).  ",
-        f"Budget per model: {b['epochs']} epochs on {b['train_size'] or 50000} MNIST training images "
-        f"({b['epochs'] * math.ceil((b['train_size'] or 50000) / b['batch_size'])} Adam steps), batch {b['batch_size']}, "
-        f"Adam lr {b['lr']}, MLP 784-{'-'.join(map(str, b['hidden_dims']))}-{b['z_dim']}, seed {b['seed']}, "
-        f"device {b['device']}, {r['torch_threads']} torch thread(s); measured on "
+        _command_line(r),
+        _budget_sentence(r, "MNIST training images") + "; measured on "
         f"{b['eval_size'] or 10000} test images; training time "
         f"{sum(p['train_seconds'] for d in r['families'].values() for p in d['points']) / 60:.1f} min (sum over "
         f"models), wall time of this invocation {r['wall_seconds'] / 60:.1f} min.",
@@ -106,17 +116,13 @@ def power_law_figure(r):
 
 
 def noisy_markdown(r):
-    b = r["budget"]
     models = r["models"]
     base = r["baselines"]
     lines = [
         "# Inference on extreme noise (MNIST, models trained on clean data only)",
         "",
-        f"Command: `{r['command']}`  " if r["command"] else "Called from Python (no command line).  ",
-        f"Budget per model: {b['epochs']} epochs on {b['train_size'] or 50000} training images "
-        f"({b['epochs'] * math.ceil((b['train_size'] or 50000) / b['batch_size'])} Adam steps), batch "
-        f"{b['batch_size']}, Adam lr {b['lr']}, MLP 784-{'-'.join(map(str, b['hidden_dims']))}-{b['z_dim']}, seed "
-        f"{b['seed']}, device {b['device']}, {r['torch_threads']} torch thread(s). Test: {r['test_size']} images, "
+        _command_line(r),
+        _budget_sentence(r, "training images") + f". Test: {r['test_size']} images, "
         f"y = x + N(0, s²I) unclipped; probes fitted on {r['probe_train_size']} clean training images; "
         f"training time {sum(m['train_seconds'] for m in models) / 60:.1f} min (sum over models), wall time of "
         f"this invocation {r['wall_seconds'] / 60:.1f} min.",

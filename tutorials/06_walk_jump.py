@@ -1,37 +1,28 @@
-"""Builds tutorials/06_walk_jump.ipynb (cells only; run tutorials/execute.py to fill outputs)."""
+# %% [markdown]
+# # 6. Unnormalized variational Bayes: the ELBO as an energy, Bayes denoising and walk-jump sampling
+#
+# Take the noisy variable $Y = X + N(0, \sigma^2 I)$. If we knew its density $p(y)$, the least-squares estimate of
+# the clean $X$ would follow from the score alone (Miyasawa / Tweedie, "empirical Bayes"):
+#
+# $$\hat x(y) = \mathbb{E}[X \mid Y = y] = y + \sigma^2 \nabla_y \log p(y).$$
+#
+# **Neural empirical Bayes** (DEEN) parametrizes the energy $f_\theta(y) \approx -\log p(y)$ with an MLP and learns
+# it by denoising, $\min_\theta \mathbb{E}\lVert x - \hat x_\theta(y)\rVert^2$ with
+# $\hat x_\theta(y) = y - \sigma^2 \nabla_y f_\theta(y)$: the gradient of a gradient (double backpropagation).
+# **Unnormalized variational Bayes** (UVB, Saremi 2020) uses instead a latent variable model for $Y$ — a σ-VAE whose
+# decoder noise *is* the real noise σ — and its negative ELBO as the energy:
+# $f_\theta(y) = -\mathrm{ELBO}_\theta(y) \ge -\log p_\theta(y)$.
+#
+# With `pyro_noisevae.empirical_bayes` both are a few lines on top of any Pyro model/guide pair:
+#
+# * `ELBOEnergy(model, guide)`: $-\mathrm{ELBO}(y)$ per point (or an IWAE bound), differentiable in $y$;
+# * `DEEN(x_dim, hidden_dims)`: the MLP energy; `GaussianEnergy`: an exact Gaussian energy;
+# * `bayes_estimator(energy, y, sigma)`, `denoising_loss(energy, x, sigma)`, `fit_denoiser(...)`;
+# * `walk_jump(energy, sigma, num_steps, ...)`: underdamped Langevin *walks* in $Y$ with *jumps* to $\hat x(y)$.
+#
+# We work at σ = 1, where digits drown in noise (per-pixel noise std = 1 on a [0, 1] image).
 
-import nbformat as nbf
-
-cells = []
-md = lambda s: cells.append(nbf.v4.new_markdown_cell(s.strip()))  # noqa: E731
-code = lambda s: cells.append(nbf.v4.new_code_cell(s.strip()))  # noqa: E731
-
-md(r"""
-# 6. Unnormalized variational Bayes: the ELBO as an energy, Bayes denoising and walk-jump sampling
-
-Take the noisy variable $Y = X + N(0, \sigma^2 I)$. If we knew its density $p(y)$, the least-squares estimate of
-the clean $X$ would follow from the score alone (Miyasawa / Tweedie, "empirical Bayes"):
-
-$$\hat x(y) = \mathbb{E}[X \mid Y = y] = y + \sigma^2 \nabla_y \log p(y).$$
-
-**Neural empirical Bayes** (DEEN) parametrizes the energy $f_\theta(y) \approx -\log p(y)$ with an MLP and learns
-it by denoising, $\min_\theta \mathbb{E}\lVert x - \hat x_\theta(y)\rVert^2$ with
-$\hat x_\theta(y) = y - \sigma^2 \nabla_y f_\theta(y)$: the gradient of a gradient (double backpropagation).
-**Unnormalized variational Bayes** (UVB, Saremi 2020) uses instead a latent variable model for $Y$ — a σ-VAE whose
-decoder noise *is* the real noise σ — and its negative ELBO as the energy:
-$f_\theta(y) = -\mathrm{ELBO}_\theta(y) \ge -\log p_\theta(y)$.
-
-With `pyro_noisevae.empirical_bayes` both are a few lines on top of any Pyro model/guide pair:
-
-* `ELBOEnergy(model, guide)`: $-\mathrm{ELBO}(y)$ per point (or an IWAE bound), differentiable in $y$;
-* `DEEN(x_dim, hidden_dims)`: the MLP energy; `GaussianEnergy`: an exact Gaussian energy;
-* `bayes_estimator(energy, y, sigma)`, `denoising_loss(energy, x, sigma)`, `fit_denoiser(...)`;
-* `walk_jump(energy, sigma, num_steps, ...)`: underdamped Langevin *walks* in $Y$ with *jumps* to $\hat x(y)$.
-
-We work at σ = 1, where digits drown in noise (per-pixel noise std = 1 on a [0, 1] image).
-""")
-
-code(r"""
+# %%
 import math
 import os
 
@@ -54,17 +45,15 @@ if device.type == "cuda" and not torch.cuda.is_available():
     raise RuntimeError(f"PYRO_NOISEVAE_DEVICE={device} but torch sees no CUDA device; use --device cpu")
 pyro.set_rng_seed(0)
 SIGMA = 1.0
-""")
 
-md(r"""
-## 1. The estimator is exact for the exact energy
+# %% [markdown]
+# ## 1. The estimator is exact for the exact energy
+#
+# For Gaussian data $X \sim N(m, S)$ the noisy variable is $Y \sim N(m, S + \sigma^2 I)$, and
+# $\mathbb{E}[X \mid y] = m + S (S + \sigma^2 I)^{-1}(y - m)$ (the Wiener filter). `GaussianEnergy.smoothed(m, S, σ)`
+# is the exact energy of $Y$; its Bayes estimator reproduces the posterior mean to float precision.
 
-For Gaussian data $X \sim N(m, S)$ the noisy variable is $Y \sim N(m, S + \sigma^2 I)$, and
-$\mathbb{E}[X \mid y] = m + S (S + \sigma^2 I)^{-1}(y - m)$ (the Wiener filter). `GaussianEnergy.smoothed(m, S, σ)`
-is the exact energy of $Y$; its Bayes estimator reproduces the posterior mean to float precision.
-""")
-
-code(r"""
+# %%
 d = 5
 a = torch.randn(d, d, dtype=torch.float64)
 m, S = torch.randn(d, dtype=torch.float64), a @ a.T / d
@@ -72,22 +61,20 @@ y = m + torch.randn(8, d, dtype=torch.float64) * 2
 x_hat = bayes_estimator(GaussianEnergy.smoothed(m, S, SIGMA), y, SIGMA)
 posterior_mean = m + (y - m) @ torch.linalg.inv(S + SIGMA**2 * torch.eye(d, dtype=torch.float64)) @ S
 print("max |x̂(y) - E[x|y]| =", (x_hat - posterior_mean).abs().max().item())
-""")
 
-md(r"""
-## 2. Learning energies of noisy MNIST by denoising
+# %% [markdown]
+# ## 2. Learning energies of noisy MNIST by denoising
+#
+# Three denoisers at σ = 1, trained on the same (small) budget:
+#
+# * **UVB**: `VAE(likelihood="normal", sigma=1)` wrapped in `ELBOEnergy`, trained with `fit_denoiser`: the loss
+#   back-propagates through $\nabla_y \mathrm{ELBO}(y)$, i.e. through the encoder, the reparameterized sample and
+#   the decoder, twice.
+# * **DEEN**: an MLP energy with the same objective.
+# * **Wiener filter**: the optimal *linear* denoiser, from the training mean and covariance (it is the Bayes estimator
+#   of the Gaussian energy fitted to the data) — a strong baseline that needs no deep model.
 
-Three denoisers at σ = 1, trained on the same (small) budget:
-
-* **UVB**: `VAE(likelihood="normal", sigma=1)` wrapped in `ELBOEnergy`, trained with `fit_denoiser`: the loss
-  back-propagates through $\nabla_y \mathrm{ELBO}(y)$, i.e. through the encoder, the reparameterized sample and
-  the decoder, twice.
-* **DEEN**: an MLP energy with the same objective.
-* **Wiener filter**: the optimal *linear* denoiser, from the training mean and covariance (it is the Bayes estimator
-  of the Gaussian energy fitted to the data) — a strong baseline that needs no deep model.
-""")
-
-code(r"""
+# %%
 train = load_dataset("mnist", split="train", root=DATA_ROOT)
 test = load_dataset("mnist", split="test", root=DATA_ROOT)
 n_train = 500 if smoke_test else 50_000
@@ -110,15 +97,13 @@ print("DEEN ||x - x̂||² per image by epoch:", [round(v, 1) for v in deen_losse
 
 mu, cov = x_train.double().mean(0), torch.cov(x_train.double().T)
 wiener = GaussianEnergy.smoothed(mu, cov, SIGMA)
-""")
 
-md(r"""
-Denoising MSE per pixel and PSNR on test digits (one fixed noise draw). The UVB estimator averages the ELBO
-over 10 latent samples (`num_particles=10`), i.e. it uses the gradient of the ELBO rather than of one
-Monte Carlo draw of it.
-""")
+# %% [markdown]
+# Denoising MSE per pixel and PSNR on test digits (one fixed noise draw). The UVB estimator averages the ELBO
+# over 10 latent samples (`num_particles=10`), i.e. it uses the gradient of the ELBO rather than of one
+# Monte Carlo draw of it.
 
-code(r"""
+# %%
 n_test = 100 if smoke_test else 1000
 x = test.data[:n_test]
 y = x + SIGMA * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
@@ -138,24 +123,22 @@ for name, est in estimates.items():
 fig, axes = plt.subplots(len(estimates) + 1, 8, figsize=(8, 1.1 * (len(estimates) + 1)))
 for j in range(8):
     for i, (name, img) in enumerate([("clean", x)] + list(estimates.items())):
-        axes[i, j].imshow(img[j].cpu().clamp(0, 1).reshape(28, 28), cmap="gray", vmin=0, vmax=1)
+        axes[i, j].imshow(img[j].cpu().clamp(0, 1).reshape(28, 28).numpy(), cmap="gray", vmin=0, vmax=1)
         axes[i, j].set_xticks([]), axes[i, j].set_yticks([])
         if j == 0:
             axes[i, j].set_ylabel(name, fontsize=8)
 fig.tight_layout()
 plt.show()
-""")
 
-md(r"""
-## 3. Walk-jump sampling
+# %% [markdown]
+# ## 3. Walk-jump sampling
+#
+# The density of $Y$ at σ = 1 is very smooth, so Langevin MCMC mixes fast in $Y$ even though it would be hopeless
+# in $X$. `walk_jump` runs underdamped Langevin dynamics (BAOAB splitting, one energy gradient per step) with step
+# $\delta = 0.5\,\sigma$, friction 0.5 and inverse mass 1, and every `jump_every` steps records the jump
+# $\hat x(y_t)$. A single chain, started from uniform noise, should wander across digit classes without restarts.
 
-The density of $Y$ at σ = 1 is very smooth, so Langevin MCMC mixes fast in $Y$ even though it would be hopeless
-in $X$. `walk_jump` runs underdamped Langevin dynamics (BAOAB splitting, one energy gradient per step) with step
-$\delta = 0.5\,\sigma$, friction 0.5 and inverse mass 1, and every `jump_every` steps records the jump
-$\hat x(y_t)$. A single chain, started from uniform noise, should wander across digit classes without restarts.
-""")
-
-code(r"""
+# %%
 num_steps = 40 if smoke_test else 3000
 energy = ELBOEnergy(uvb_vae.model, uvb_vae.guide, num_particles=8)
 chain = walk_jump(energy, SIGMA, num_steps, num_chains=1, jump_every=10 if smoke_test else 30,
@@ -167,17 +150,15 @@ fig, axes = plt.subplots(math.ceil(len(show) / 10), 10, figsize=(9, 0.95 * math.
 for ax in axes.flat:
     ax.set_axis_off()
 for ax, img in zip(axes.flat, show):
-    ax.imshow(img.clamp(0, 1).reshape(28, 28), cmap="gray", vmin=0, vmax=1)
+    ax.imshow(img.clamp(0, 1).reshape(28, 28).numpy(), cmap="gray", vmin=0, vmax=1)
 fig.suptitle("UVB walk-jump at σ = 1: consecutive jumps (left to right, top to bottom)", fontsize=9)
 plt.show()
-""")
 
-md(r"""
-Which digits did the chain visit? A small MLP classifier trained on clean MNIST labels the jumps (the jumps are
-posterior means, so they are smoother than real digits; low classifier confidence flags ambiguous jumps).
-""")
+# %% [markdown]
+# Which digits did the chain visit? A small MLP classifier trained on clean MNIST labels the jumps (the jumps are
+# posterior means, so they are smoother than real digits; low classifier confidence flags ambiguous jumps).
 
-code(r"""
+# %%
 torch.manual_seed(0)
 clf = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10)).to(device)
 opt = torch.optim.Adam(clf.parameters(), lr=1e-3)
@@ -198,16 +179,9 @@ plt.figure(figsize=(8, 2))
 plt.scatter(chain.jump_steps[1:], labels, c=conf, s=8, vmin=0, vmax=1)
 plt.yticks(range(10)), plt.xlabel("Langevin step"), plt.ylabel("class"), plt.colorbar(label="confidence")
 plt.show()
-""")
 
-md(r"""
-With a few minutes of training the UVB energy is far from converged, so read these numbers as a demonstration of
-the machinery, not as a reproduction: the committed experiment (`python -m pyro_noisevae.experiments.empirical_bayes
-uvb-denoise` / `walk-jump`, results in `results/empirical_bayes/`) trains longer, compares UVB, DEEN, the plain
-σ-VAE and the Wiener filter at σ = 0.5 and 1, runs a 10,000-step chain and probes the claim "UVB ≠ VAE".
-""")
-
-nb = nbf.v4.new_notebook()
-nb["cells"] = cells
-nb["metadata"]["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
-nbf.write(nb, "tutorials/06_walk_jump.ipynb")
+# %% [markdown]
+# With a few minutes of training the UVB energy is far from converged, so read these numbers as a demonstration of
+# the machinery, not as a reproduction: the committed experiment (`python -m pyro_noisevae.experiments.empirical_bayes
+# uvb-denoise` / `walk-jump`, results in `results/empirical_bayes/`) trains longer, compares UVB, DEEN, the plain
+# σ-VAE and the Wiener filter at σ = 0.5 and 1, runs a 10,000-step chain and probes the claim "UVB ≠ VAE".

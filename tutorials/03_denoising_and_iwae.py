@@ -1,33 +1,24 @@
-"""Builds tutorials/03_denoising_and_iwae.ipynb (cells only; run tutorials/execute.py to fill outputs)."""
+# %% [markdown]
+# # 3. Denoising guides, a correct IWAE objective, and amortized inference regularization
+#
+# The noise models of tutorials 1–2 live in the **decoder**. This tutorial is about the **guide**:
+#
+# * **Denoising** (Im et al. 2017, *DVAE*): the encoder sees a corrupted input $\tilde x \sim p(\tilde x \mid x)$
+#   while the model scores the clean $x$. With $M$ corruptions and $K$ latent samples per data point,
+#   $$\mathcal{L}_\text{DVAE} = \frac1M\sum_m \frac1K \sum_k \log\frac{p(x, z^{(k|m)})}{q(z^{(k|m)}\mid\tilde x^{(m)})},\qquad
+#     \mathcal{L}_\text{DIWAE} = \frac1M\sum_m \log\frac1K\sum_k \frac{p(x, z^{(k|m)})}{q(z^{(k|m)}\mid\tilde x^{(m)})}.$$
+#   Shu et al. 2018 (*Amortized Inference Regularization*, AIR) show that denoising is a regularizer of the
+#   amortized encoder: the best denoising objective is **below** the best clean one, and it smooths the encoder.
+# * **Weight-normalized inference** (WNI, AIR): every encoder weight vector is $w = g\,v/\lVert v\rVert$ with
+#   $g = H\,\mathrm{sigmoid}(u) < H$, which bounds the encoder's Lipschitz constant.
+# * **IWAE** (Burda et al. 2016) as a Pyro `ELBO`: `pyro_noisevae.infer.IWAE_ELBO`, with the log-sum-exp per data
+#   point, the mini-batch scale applied *after* it, and standard or doubly-reparameterized (DReG) gradients.
+#
+# Plan: (1) corruption laws; (2) exact answers on a linear-Gaussian model; (3) gradient estimators;
+# (4) VAE, DVAE, IWAE, DIWAE, WNI-VAE, WNI-IWAE on binarized MNIST at a small budget; (5) `TraceGraph_ELBO`'s
+# variance reduction for a discrete latent.
 
-import nbformat as nbf
-
-cells = []
-md = lambda s: cells.append(nbf.v4.new_markdown_cell(s.strip()))  # noqa: E731
-code = lambda s: cells.append(nbf.v4.new_code_cell(s.strip()))  # noqa: E731
-
-md(r"""
-# 3. Denoising guides, a correct IWAE objective, and amortized inference regularization
-
-The noise models of tutorials 1–2 live in the **decoder**. This tutorial is about the **guide**:
-
-* **Denoising** (Im et al. 2017, *DVAE*): the encoder sees a corrupted input $\tilde x \sim p(\tilde x \mid x)$
-  while the model scores the clean $x$. With $M$ corruptions and $K$ latent samples per data point,
-  $$\mathcal{L}_\text{DVAE} = \frac1M\sum_m \frac1K \sum_k \log\frac{p(x, z^{(k|m)})}{q(z^{(k|m)}\mid\tilde x^{(m)})},\qquad
-    \mathcal{L}_\text{DIWAE} = \frac1M\sum_m \log\frac1K\sum_k \frac{p(x, z^{(k|m)})}{q(z^{(k|m)}\mid\tilde x^{(m)})}.$$
-  Shu et al. 2018 (*Amortized Inference Regularization*, AIR) show that denoising is a regularizer of the
-  amortized encoder: the best denoising objective is **below** the best clean one, and it smooths the encoder.
-* **Weight-normalized inference** (WNI, AIR): every encoder weight vector is $w = g\,v/\lVert v\rVert$ with
-  $g = H\,\mathrm{sigmoid}(u) < H$, which bounds the encoder's Lipschitz constant.
-* **IWAE** (Burda et al. 2016) as a Pyro `ELBO`: `pyro_noisevae.infer.IWAE_ELBO`, with the log-sum-exp per data
-  point, the mini-batch scale applied *after* it, and standard or doubly-reparameterized (DReG) gradients.
-
-Plan: (1) corruption laws; (2) exact answers on a linear-Gaussian model; (3) gradient estimators;
-(4) VAE, DVAE, IWAE, DIWAE, WNI-VAE, WNI-IWAE on binarized MNIST at a small budget; (5) `TraceGraph_ELBO`'s
-variance reduction for a discrete latent.
-""")
-
-code(r"""
+# %%
 import math
 import os
 import time
@@ -58,23 +49,21 @@ if device.type == "cuda" and not torch.cuda.is_available():
 torch.set_num_threads(1)  # small networks: one thread avoids oversubscribing a shared CPU
 pyro.set_rng_seed(0)
 print("pyro_noisevae", pn.__version__, "| pyro", pyro.__version__, "| torch", torch.__version__)
-""")
 
-md(r"""
-## 1. Corruption laws $p(\tilde x \mid x)$
+# %% [markdown]
+# ## 1. Corruption laws $p(\tilde x \mid x)$
+#
+# `GaussianCorruption(x, sigma)` adds $N(0, \sigma^2)$ noise; `SaltAndPepper(x, rate)` replaces each pixel, with
+# probability `rate`, by 0 or 1 drawn by a fair coin (the DVAE paper's MNIST corruption). Both are ordinary
+# `TorchDistribution`s with shapes, `expand`, `sample` and an exact `log_prob`. Salt-and-pepper is **discrete**:
+# its `log_prob` is the log-mass of the atoms $\{0, x, 1\}$, $-\infty$ elsewhere.
+#
+# The guide draws $\tilde x$ with plain torch sampling, *not* as a `pyro.sample` site: a guide site would be a
+# latent variable that every ELBO scores ($-\log p(\tilde x|x)$ in the bound), that `beta_scale` would scale and
+# that IWAE would fold into its importance weights. A user corruption only needs `sample`: subclass
+# `pyro_noisevae.distributions.Corruption`, or pass any callable `x -> distribution`.
 
-`GaussianCorruption(x, sigma)` adds $N(0, \sigma^2)$ noise; `SaltAndPepper(x, rate)` replaces each pixel, with
-probability `rate`, by 0 or 1 drawn by a fair coin (the DVAE paper's MNIST corruption). Both are ordinary
-`TorchDistribution`s with shapes, `expand`, `sample` and an exact `log_prob`. Salt-and-pepper is **discrete**:
-its `log_prob` is the log-mass of the atoms $\{0, x, 1\}$, $-\infty$ elsewhere.
-
-The guide draws $\tilde x$ with plain torch sampling, *not* as a `pyro.sample` site: a guide site would be a
-latent variable that every ELBO scores ($-\log p(\tilde x|x)$ in the bound), that `beta_scale` would scale and
-that IWAE would fold into its importance weights. A user corruption only needs `sample`: subclass
-`pyro_noisevae.distributions.Corruption`, or pass any callable `x -> distribution`.
-""")
-
-code(r"""
+# %%
 train_ds = load_dataset("binarized-mnist", split="train", root=DATA_ROOT)
 test_ds = load_dataset("binarized-mnist", split="test", root=DATA_ROOT)
 gen = torch.Generator().manual_seed(0)
@@ -87,7 +76,7 @@ panels = {
 }
 fig, axes = plt.subplots(len(panels), 1, figsize=(8, 4.6))
 for ax, (name, imgs) in zip(axes, panels.items()):
-    ax.imshow(imgs.clamp(0, 1).reshape(8, 28, 28).permute(1, 0, 2).reshape(28, 8 * 28), cmap="gray")
+    ax.imshow(imgs.clamp(0, 1).reshape(8, 28, 28).permute(1, 0, 2).reshape(28, 8 * 28).numpy(), cmap="gray")
     ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
     ax.set_xticks([]); ax.set_yticks([])
 fig.tight_layout()
@@ -98,23 +87,21 @@ print("masses of the atoms 0, x, 1 for x = 0, 1, 0.4 (rate 0.2):")
 for v in (0.0, 1.0):
     print(f"  x~ = {v}: {d.log_prob(torch.full((3,), v)).exp().tolist()}")
 print(f"  x~ = x  : {d.log_prob(torch.tensor([0.0, 1.0, 0.4])).exp().tolist()}")
-""")
 
-md(r"""
-## 2. Exact answers on a linear-Gaussian model
+# %% [markdown]
+# ## 2. Exact answers on a linear-Gaussian model
+#
+# For $z \sim N(0, I_k)$, $x \mid z \sim N(Wz + b, s^2 I)$ everything is closed form: $\log p(x) = \log N(x; b, WW^\top +
+# s^2 I)$. We take a deliberately poor amortized Gaussian guide and compare, per data point, the ELBO (`Trace_ELBO`),
+# $\mathcal{L}_K$ (`IWAE_ELBO`) for growing $K$, and DIWAE (the same guide behind a `DenoisingGuide` with Gaussian
+# corruption). Theory: $\text{ELBO} \le \mathcal{L}_K \le \mathcal{L}_{K+1} \le \log p(x)$.
+#
+# The last column evaluates the bound on **mini-batches** of 4 out of 40 points (`num_data=40`, so every site
+# is scaled by 10). `IWAE_ELBO` strips that scale before the log-sum-exp and re-applies it after, so the
+# mini-batch estimates average to the full-data bound; Pyro's `RenyiELBO(alpha=0)` scales the log-weights
+# *inside* the log-sum-exp, and its average overshoots $\log p(x)$ — it is no longer a bound.
 
-For $z \sim N(0, I_k)$, $x \mid z \sim N(Wz + b, s^2 I)$ everything is closed form: $\log p(x) = \log N(x; b, WW^\top +
-s^2 I)$. We take a deliberately poor amortized Gaussian guide and compare, per data point, the ELBO (`Trace_ELBO`),
-$\mathcal{L}_K$ (`IWAE_ELBO`) for growing $K$, and DIWAE (the same guide behind a `DenoisingGuide` with Gaussian
-corruption). Theory: $\text{ELBO} \le \mathcal{L}_K \le \mathcal{L}_{K+1} \le \log p(x)$.
-
-The last column evaluates the bound on **mini-batches** of 4 out of 40 points (`num_data=40`, so every site
-is scaled by 10). `IWAE_ELBO` strips that scale before the log-sum-exp and re-applies it after, so the
-mini-batch estimates average to the full-data bound; Pyro's `RenyiELBO(alpha=0)` scales the log-weights
-*inside* the log-sum-exp, and its average overshoots $\log p(x)$ — it is no longer a bound.
-""")
-
-code(r"""
+# %%
 F64 = dict(dtype=torch.float64)
 kz, dx, s, n = 2, 4, 0.7, 40
 g = torch.Generator().manual_seed(0)
@@ -173,25 +160,23 @@ ax.axhline(log_px, color="k", ls="--", label="exact log p(x)")
 ax.axhline(elbo[0], color="gray", ls=":", label="Trace_ELBO")
 ax.set_xscale("log", base=2); ax.set_xlabel("K (importance samples)"); ax.set_ylabel("bound per data point (nats)")
 ax.legend(fontsize=8); fig.tight_layout(); plt.show()
-""")
 
-md(r"""
-The importance-weighted bound climbs towards $\log p(x)$ as $K$ grows; with $K=1$ it *is* `Trace_ELBO`
-(same draws, same value). DIWAE, with the same encoder fed noisy inputs, stays at or below IWAE (the gap closes
-as $K$ grows, as AIR predicts for importance sampling), is still a lower bound of $\log p(x)$, and tightens
-with $K$. Averaged over random mini-batches,
-`IWAE_ELBO` reproduces the full-data bound, while `RenyiELBO` overshoots $\log p(x)$ once $K > 1$.
+# %% [markdown]
+# The importance-weighted bound climbs towards $\log p(x)$ as $K$ grows; with $K=1$ it *is* `Trace_ELBO`
+# (same draws, same value). DIWAE, with the same encoder fed noisy inputs, stays at or below IWAE (the gap closes
+# as $K$ grows, as AIR predicts for importance sampling), is still a lower bound of $\log p(x)$, and tightens
+# with $K$. Averaged over random mini-batches,
+# `IWAE_ELBO` reproduces the full-data bound, while `RenyiELBO` overshoots $\log p(x)$ once $K > 1$.
+#
+# ## 3. Gradient estimators: standard vs doubly reparameterized
+#
+# For the guide's parameters the standard IWAE gradient $\sum_k \tilde w_k \nabla\log w_k$ loses signal-to-noise
+# as $K$ grows (Rainforth et al. 2018); DReG (Tucker et al. 2019) keeps only the path derivative through $z_k$,
+# weighted by $\tilde w_k^2$, and its SNR does not collapse. Both estimate the same gradient
+# (`tests/infer/test_iwae_elbo.py` checks that their means agree within Monte Carlo error). Below, each of 2000
+# identical data points gets its own guide parameters, so one call gives 2000 i.i.d. gradient draws.
 
-## 3. Gradient estimators: standard vs doubly reparameterized
-
-For the guide's parameters the standard IWAE gradient $\sum_k \tilde w_k \nabla\log w_k$ loses signal-to-noise
-as $K$ grows (Rainforth et al. 2018); DReG (Tucker et al. 2019) keeps only the path derivative through $z_k$,
-weighted by $\tilde w_k^2$, and its SNR does not collapse. Both estimate the same gradient
-(`tests/infer/test_iwae_elbo.py` checks that their means agree within Monte Carlo error). Below, each of 2000
-identical data points gets its own guide parameters, so one call gives 2000 i.i.d. gradient draws.
-""")
-
-code(r"""
+# %%
 npts = 300 if smoke_test else 2000
 xrep = xlg[:1].expand(npts, dx).contiguous()
 
@@ -216,26 +201,24 @@ for est, v in snr.items():
 ax.set_xscale("log", base=2); ax.set_yscale("log")
 ax.set_xlabel("K"); ax.set_ylabel("SNR of ∂/∂loc  (|mean| / sd)"); ax.legend(); fig.tight_layout(); plt.show()
 print({k: [round(x, 3) for x in v] for k, v in snr.items()})
-""")
 
-md(r"""
-## 4. VAE, DVAE, IWAE, DIWAE and WNI on binarized MNIST
+# %% [markdown]
+# ## 4. VAE, DVAE, IWAE, DIWAE and WNI on binarized MNIST
+#
+# Every variant is a command-line configuration of `pyro-noisevae train`; here we call the same builders
+# (`build_model`, `build_programs`) and the in-memory trainer `fit`. The equivalent commands are, e.g.
+#
+#     pyro-noisevae train --dataset binarized-mnist --likelihood bernoulli --objective iwae --num-particles 5 \
+#         --corruption salt-and-pepper --corruption-level 0.1            # DIWAE
+#     pyro-noisevae train ... --encoder wni --wni-bound 1.0               # WNI-VAE
+#
+# The budget is small on purpose (a random subset of 1000 training images, one hidden layer of 200 units, 20
+# latent dimensions, 60 epochs): the models **overfit**, which is the regime AIR is about. We report, per test
+# point, the IWAE-100 estimate of $\log p(x)$ (clean encoder), the same estimate on the training images (the
+# generalization gap), and the denoising bound on salt-and-pepper-corrupted test inputs (what the encoder does
+# with inputs it was or was not trained on).
 
-Every variant is a command-line configuration of `pyro-noisevae train`; here we call the same builders
-(`build_model`, `build_programs`) and the in-memory trainer `fit`. The equivalent commands are, e.g.
-
-    pyro-noisevae train --dataset binarized-mnist --likelihood bernoulli --objective iwae --num-particles 5 \
-        --corruption salt-and-pepper --corruption-level 0.1            # DIWAE
-    pyro-noisevae train ... --encoder wni --wni-bound 1.0               # WNI-VAE
-
-The budget is small on purpose (a random subset of 1000 training images, one hidden layer of 200 units, 20
-latent dimensions, 60 epochs): the models **overfit**, which is the regime AIR is about. We report, per test
-point, the IWAE-100 estimate of $\log p(x)$ (clean encoder), the same estimate on the training images (the
-generalization gap), and the denoising bound on salt-and-pepper-corrupted test inputs (what the encoder does
-with inputs it was or was not trained on).
-""")
-
-code(r"""
+# %%
 n_train, n_test = (200, 100) if smoke_test else (1000, 1000)
 epochs = 1 if smoke_test else 60
 K_eval = 5 if smoke_test else 100
@@ -282,9 +265,8 @@ for name, opts in VARIANTS.items():
     r = results[name]
     print(f"{name:22s} {seconds:5.1f}s  IWAE-{K_eval} train {r['train']:8.2f}  test {r['test']:8.2f}  "
           f"test ELBO {r['test ELBO']:8.2f}  (encoder fed s&p 0.1: {r['test ELBO, s&p input']:8.2f})")
-""")
 
-code(r"""
+# %%
 names = list(results)
 fig, axes = plt.subplots(1, 2, figsize=(12, 4))
 for name in names:
@@ -308,40 +290,38 @@ xn = SaltAndPepper(xs, 0.1).sample()
 with torch.no_grad():
     strips = [xn, models["VAE"].reconstruct(xn), models["DVAE (s&p 0.1)"].reconstruct(xn)]
 for ax, imgs, label in zip(axes, strips, ["s&p 0.1 input", "VAE", "DVAE"]):
-    ax.imshow(imgs.cpu().reshape(8, 28, 28).permute(1, 0, 2).reshape(28, 8 * 28), cmap="gray", vmin=0, vmax=1)
+    strip = imgs.cpu().reshape(8, 28, 28).permute(1, 0, 2).reshape(28, 8 * 28).numpy()
+    ax.imshow(strip, cmap="gray", vmin=0, vmax=1)
     ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9); ax.set_xticks([]); ax.set_yticks([])
 fig.tight_layout(); plt.show()
-""")
 
-code(r"""
+# %%
 print(f"{'variant':22s} {'train':>9s} {'test':>9s} {'gap':>7s}   (IWAE-{K_eval} per point, nats)")
 for name, r in results.items():
     print(f"{name:22s} {r['train']:9.2f} {r['test']:9.2f} {r['train'] - r['test']:7.2f}")
-""")
 
-md(r"""
-How to read this (one seed and a tiny budget, so differences of a nat or two are within run-to-run noise):
+# %% [markdown]
+# How to read this (one seed and a tiny budget, so differences of a nat or two are within run-to-run noise):
+#
+# * Every model overfits 1000 images: the training estimate is far above the test one. The regularized encoders
+#   (denoising, bounded weight norms) give up training fit, and mostly narrow the train–test gap; at this budget
+#   that does not buy a better test log-likelihood (IWAE alone is on par with, or slightly above, the VAE).
+# * The denoising objective is a **lower** bound of the clean one (AIR, Prop. 1), so DVAE/DIWAE training losses
+#   are on a harder objective. Their encoders, trained on corrupted inputs, keep a much better bound on corrupted
+#   test inputs than the VAE's encoder (last bar, and the reconstructions of salt-and-pepper digits).
+# * The test log-likelihood gains reported by AIR (about 1–2 nats on MNIST) come with the full training set,
+#   long training, early stopping and a tuned corruption level or bound $H$; the command line exposes every knob
+#   (`--corruption-level`, `--num-corruptions`, `--partial-alpha`, `--wni-bound`) for those sweeps.
+#
+# ## 5. TraceGraph: Rao-Blackwellized gradients for a non-reparameterized site
+#
+# `IWAE_ELBO` and `Trace_ELBO` handle a discrete guide site with a score-function term. `Trace_ELBO`'s learning
+# signal for that site contains every cost term in the same plate element; `TraceGraph_ELBO` tracks which terms
+# actually depend on the site and drops the others. Model: a continuous latent $z$ observed through small noise
+# (its cost terms are very noisy under a poor guide) and, independently, a Bernoulli latent $c$. Each of $N$
+# identical data points has its own guide logit, so one call gives $N$ i.i.d. gradient draws.
 
-* Every model overfits 1000 images: the training estimate is far above the test one. The regularized encoders
-  (denoising, bounded weight norms) give up training fit, and mostly narrow the train–test gap; at this budget
-  that does not buy a better test log-likelihood (IWAE alone is on par with, or slightly above, the VAE).
-* The denoising objective is a **lower** bound of the clean one (AIR, Prop. 1), so DVAE/DIWAE training losses
-  are on a harder objective. Their encoders, trained on corrupted inputs, keep a much better bound on corrupted
-  test inputs than the VAE's encoder (last bar, and the reconstructions of salt-and-pepper digits).
-* The test log-likelihood gains reported by AIR (about 1–2 nats on MNIST) come with the full training set,
-  long training, early stopping and a tuned corruption level or bound $H$; the command line exposes every knob
-  (`--corruption-level`, `--num-corruptions`, `--partial-alpha`, `--wni-bound`) for those sweeps.
-
-## 5. TraceGraph: Rao-Blackwellized gradients for a non-reparameterized site
-
-`IWAE_ELBO` and `Trace_ELBO` handle a discrete guide site with a score-function term. `Trace_ELBO`'s learning
-signal for that site contains every cost term in the same plate element; `TraceGraph_ELBO` tracks which terms
-actually depend on the site and drops the others. Model: a continuous latent $z$ observed through small noise
-(its cost terms are very noisy under a poor guide) and, independently, a Bernoulli latent $c$. Each of $N$
-identical data points has its own guide logit, so one call gives $N$ i.i.d. gradient draws.
-""")
-
-code(r"""
+# %%
 N_tg = 500 if smoke_test else 4000
 
 def tg_model(y, x):
@@ -372,21 +352,14 @@ for name, gr in draws.items():
 ratio = (draws["Trace_ELBO"].var() / draws["TraceGraph_ELBO"].var()).item()
 print(f"variance ratio Trace / TraceGraph = {ratio:.0f}")
 ax.set_xlabel("∂(-ELBO)/∂θ draws (clipped to ±15)"); ax.legend(); fig.tight_layout(); plt.show()
-""")
 
-md(r"""
-Both estimators are unbiased (same mean within Monte Carlo error); `TraceGraph_ELBO`'s variance is far smaller
-because the noisy $z$-terms are no longer multiplied by the score of $c$. The test
-`tests/infer/test_tracegraph_variance.py` asserts the ratio (> 10 with a 4-standard-error margin).
-
-**Summary.** `DenoisingGuide` turns any encoder into a denoising one (M corruptions × K particles, partial
-denoising α) without touching the model's sites; `IWAE_ELBO` is a drop-in Pyro objective (`loss`,
-`loss_and_grads`, `differentiable_loss`, `elbo(model, guide)`), correct under mini-batching, with DReG
-gradients; `WNIEncoder` and `GRUEncoder` are the AIR and DVAE encoders. Together they give the DVAE, DIWAE,
-WNI-VAE and WNI-IWAE training variants of `pyro-noisevae train`.
-""")
-
-nb = nbf.v4.new_notebook()
-nb["cells"] = cells
-nb["metadata"]["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
-nbf.write(nb, "tutorials/03_denoising_and_iwae.ipynb")
+# %% [markdown]
+# Both estimators are unbiased (same mean within Monte Carlo error); `TraceGraph_ELBO`'s variance is far smaller
+# because the noisy $z$-terms are no longer multiplied by the score of $c$. The test
+# `tests/infer/test_tracegraph_variance.py` asserts the ratio (> 10 with a 4-standard-error margin).
+#
+# **Summary.** `DenoisingGuide` turns any encoder into a denoising one (M corruptions × K particles, partial
+# denoising α) without touching the model's sites; `IWAE_ELBO` is a drop-in Pyro objective (`loss`,
+# `loss_and_grads`, `differentiable_loss`, `elbo(model, guide)`), correct under mini-batching, with DReG
+# gradients; `WNIEncoder` and `GRUEncoder` are the AIR and DVAE encoders. Together they give the DVAE, DIWAE,
+# WNI-VAE and WNI-IWAE training variants of `pyro-noisevae train`.

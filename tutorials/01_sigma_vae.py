@@ -1,28 +1,19 @@
-"""Builds tutorials/01_sigma_vae.ipynb (cells only; run tutorials/execute.py to fill outputs)."""
+# %% [markdown]
+# # 1. The σ-VAE: an imaginary-noise decoder in Pyro
+#
+# A σ-VAE (Saremi, *Learning and Inference in Imaginary Noise Models*, 2020) is a VAE whose decoder is the law of
+# the **noisy** variable $Y = X + N(0, \sigma^2 I)$ with a *fixed* σ, while the encoder only ever sees clean data:
+#
+# $$\mathcal{L}(\sigma) = E_{q(z|x)}\Big[-\frac{\lVert x - \mu(z)\rVert^2}{2\sigma^2}\Big] - \frac d2 \log 2\pi\sigma^2 - \mathrm{KL}(q(z|x)\,\|\,p(z)).$$
+#
+# All σ-VAEs are one β-VAE family: $\mathcal{L}(\sigma_2) = \mathcal{L}(\sigma_1, \beta)/\beta + c$ with $\beta = \sigma_2^2/\sigma_1^2$.
+#
+# In this tutorial we
+# 1. write a σ-VAE as an ordinary Pyro model/guide pair with `pyro_noisevae.distributions.NoisyNormal`;
+# 2. check the σ↔β identity numerically with the `beta_scale` effect handler, values and gradients;
+# 3. train briefly on MNIST, and look at reconstructions of clean and noisy digits.
 
-import nbformat as nbf
-
-cells = []
-md = lambda s: cells.append(nbf.v4.new_markdown_cell(s.strip()))  # noqa: E731
-code = lambda s: cells.append(nbf.v4.new_code_cell(s.strip()))  # noqa: E731
-
-md(r"""
-# 1. The σ-VAE: an imaginary-noise decoder in Pyro
-
-A σ-VAE (Saremi, *Learning and Inference in Imaginary Noise Models*, 2020) is a VAE whose decoder is the law of
-the **noisy** variable $Y = X + N(0, \sigma^2 I)$ with a *fixed* σ, while the encoder only ever sees clean data:
-
-$$\mathcal{L}(\sigma) = E_{q(z|x)}\Big[-\frac{\lVert x - \mu(z)\rVert^2}{2\sigma^2}\Big] - \frac d2 \log 2\pi\sigma^2 - \mathrm{KL}(q(z|x)\,\|\,p(z)).$$
-
-All σ-VAEs are one β-VAE family: $\mathcal{L}(\sigma_2) = \mathcal{L}(\sigma_1, \beta)/\beta + c$ with $\beta = \sigma_2^2/\sigma_1^2$.
-
-In this tutorial we
-1. write a σ-VAE as an ordinary Pyro model/guide pair with `pyro_noisevae.distributions.NoisyNormal`;
-2. check the σ↔β identity numerically with the `beta_scale` effect handler, values and gradients;
-3. train briefly on MNIST, and look at reconstructions of clean and noisy digits.
-""")
-
-code(r"""
+# %%
 import math
 import os
 
@@ -47,17 +38,16 @@ if device.type == "cuda" and not torch.cuda.is_available():
     raise RuntimeError(f"PYRO_NOISEVAE_DEVICE={device} but torch sees no CUDA device; use --device cpu")
 pyro.set_rng_seed(0)
 print("pyro_noisevae", pn.__version__, "| pyro", pyro.__version__, "| torch", torch.__version__, "| device", device)
-""")
 
-md(r"""
-## 1. A σ-VAE written by hand
 
-The model scores the clean image `x` under `NoisyNormal(μ(z), σ)` — the density of $Y = \mu(z) + N(0, \sigma^2)$
-evaluated at $y = x$. The guide is an amortized Gaussian encoder. Nothing here is specific to the library except
-the observation distribution: it is plain Pyro (global param store, `pyro.module`, `SVI`).
-""")
+# %% [markdown]
+# ## 1. A σ-VAE written by hand
+#
+# The model scores the clean image `x` under `NoisyNormal(μ(z), σ)` — the density of $Y = \mu(z) + N(0, \sigma^2)$
+# evaluated at $y = x$. The guide is an amortized Gaussian encoder. Nothing here is specific to the library except
+# the observation distribution: it is plain Pyro (global param store, `pyro.module`, `SVI`).
 
-code(r"""
+# %%
 class SigmaVAE(nn.Module):
     def __init__(self, sigma, x_dim=784, z_dim=20, hidden=(400,)):
         super().__init__()
@@ -81,22 +71,20 @@ class SigmaVAE(nn.Module):
 train = load_dataset("mnist", split="trainval", root=DATA_ROOT)
 test = load_dataset("mnist", split="test", root=DATA_ROOT)
 print(train, test, sep="\n")
-""")
 
-md(r"""
-## 2. The σ↔β identity, numerically
+# %% [markdown]
+# ## 2. The σ↔β identity, numerically
+#
+# Take two σ-VAEs with **the same weights**, σ₁ = 0.2 and σ₂ = 0.5. With β = σ₂²/σ₁², the bound of the second equals
+# the β-VAE bound of the first divided by β, plus a constant that only depends on σ₁, σ₂ and the dimension d:
+#
+# $$c = -\tfrac d2 \log(2\pi\sigma_2^2) + \tfrac1\beta\,\tfrac d2 \log(2\pi\sigma_1^2).$$
+#
+# `beta_scale` multiplies the log-density of every latent site by β. It must wrap the model **and** the guide
+# (the KL term is $\log p(z) - \log q(z)$). We use the same random draws (same seed) for both bounds, and a
+# data plate that subsamples a mini-batch of 64 out of N = 60 000 points.
 
-Take two σ-VAEs with **the same weights**, σ₁ = 0.2 and σ₂ = 0.5. With β = σ₂²/σ₁², the bound of the second equals
-the β-VAE bound of the first divided by β, plus a constant that only depends on σ₁, σ₂ and the dimension d:
-
-$$c = -\tfrac d2 \log(2\pi\sigma_2^2) + \tfrac1\beta\,\tfrac d2 \log(2\pi\sigma_1^2).$$
-
-`beta_scale` multiplies the log-density of every latent site by β. It must wrap the model **and** the guide
-(the KL term is $\log p(z) - \log q(z)$). We use the same random draws (same seed) for both bounds, and a
-data plate that subsamples a mini-batch of 64 out of N = 60 000 points.
-""")
-
-code(r"""
+# %%
 s1, s2 = 0.2, 0.5
 beta = equivalent_beta(s1, s2)                     # (s2 / s1) ** 2 = 6.25
 c = bound_constant(s1, s2, num_dims=784)           # per data point
@@ -124,24 +112,22 @@ print(f"L(σ₂)              = {-loss2:.6f}")
 print(f"L(σ₁, β)/β + N·c   = {-loss1 / beta + N * c:.6f}")
 print(f"relative difference  {abs(-loss2 - (-loss1 / beta + N * c)) / abs(loss2):.2e}")
 print(f"max |∇L(σ₂) − ∇L(σ₁,β)/β| = {(g2 - g1 / beta).abs().max():.2e}  (gradients are ~{g2.abs().max():.1e})")
-""")
 
-md(r"""
-The identity holds to float64 round-off, for values and gradients. It is exact for **single-sample** bounds only:
-for an importance-weighted bound the β-scaling sits inside the log-sum-exp, so dividing by β no longer gives
-the σ₂ bound (see `tests/test_handlers.py::test_identity_does_not_hold_for_importance_weighted_bounds`).
+# %% [markdown]
+# The identity holds to float64 round-off, for values and gradients. It is exact for **single-sample** bounds only:
+# for an importance-weighted bound the β-scaling sits inside the log-sum-exp, so dividing by β no longer gives
+# the σ₂ bound (see `tests/test_handlers.py::test_identity_does_not_hold_for_importance_weighted_bounds`).
+#
+# Because the gradients differ by the factor 1/β, SGD with learning rate η on $\mathcal{L}(\sigma_2)$ follows the same
+# path as SGD with η/β on $\mathcal{L}(\sigma_1, \beta)$; Adam is (up to its ε) invariant to that factor.
+#
+# ## 3. Train σ-VAEs on MNIST
+#
+# We train two σ-VAEs with the library's `VAE` class (the same model as above, packaged as a `PyroModule`):
+# a small σ = 0.1 and a large σ = 1.0. `pyro_noisevae.training.fit` runs Adam on the per-point negative ELBO.
+# (`pyro-noisevae train` does the same from the command line, with checkpoints, metrics and pictures.)
 
-Because the gradients differ by the factor 1/β, SGD with learning rate η on $\mathcal{L}(\sigma_2)$ follows the same
-path as SGD with η/β on $\mathcal{L}(\sigma_1, \beta)$; Adam is (up to its ε) invariant to that factor.
-
-## 3. Train σ-VAEs on MNIST
-
-We train two σ-VAEs with the library's `VAE` class (the same model as above, packaged as a `PyroModule`):
-a small σ = 0.1 and a large σ = 1.0. `pyro_noisevae.training.fit` runs Adam on the per-point negative ELBO.
-(`pyro-noisevae train` does the same from the command line, with checkpoints, metrics and pictures.)
-""")
-
-code(r"""
+# %%
 epochs = 1 if smoke_test else 3
 data = train.data[:2000] if smoke_test else train.data
 models = {}
@@ -156,20 +142,18 @@ for sigma in (0.1, 1.0):
     print(f"σ = {sigma}: train −ELBO/point per epoch {[round(l, 1) for l in losses]}; "
           f"test ELBO {metrics['elbo']:.1f} (recon {metrics['recon']:.1f}, KL {metrics['kl']:.2f}, "
           f"active units {metrics['active_units']}/20)")
-""")
 
-md(r"""
-The KL term shrinks as σ grows: a larger imaginary noise asks the decoder to explain less, so the posterior
-carries less information about x (the σ-VAE paper reports a power law $D_{KL} \sim \sigma^{-\nu}$; see the
-`sigma-sweep` experiment).
+# %% [markdown]
+# The KL term shrinks as σ grows: a larger imaginary noise asks the decoder to explain less, so the posterior
+# carries less information about x (the σ-VAE paper reports a power law $D_{KL} \sim \sigma^{-\nu}$; see the
+# `sigma-sweep` experiment).
+#
+# ## 4. Reconstructions of clean and noisy digits
+#
+# Both models were trained on clean digits only. We feed them $y = x + N(0, s^2 I)$ for growing $s$ and decode the
+# posterior mean: rows are the noisy input, the σ = 0.1 reconstruction and the σ = 1.0 reconstruction.
 
-## 4. Reconstructions of clean and noisy digits
-
-Both models were trained on clean digits only. We feed them $y = x + N(0, s^2 I)$ for growing $s$ and decode the
-posterior mean: rows are the noisy input, the σ = 0.1 reconstruction and the σ = 1.0 reconstruction.
-""")
-
-code(r"""
+# %%
 gen = torch.Generator().manual_seed(0)
 x = test.data[torch.randperm(len(test), generator=gen)[:8]]
 levels = (0.0, 0.5, 1.0, 1.5)
@@ -179,7 +163,7 @@ with torch.no_grad():
         y = x + s * torch.randn(x.shape, generator=gen)
         rows = [y, models[0.1].reconstruct(y), models[1.0].reconstruct(y)]
         for i, r in enumerate(rows):
-            strip = r.clamp(0, 1).reshape(8, 28, 28).permute(1, 0, 2).reshape(28, 8 * 28)
+            strip = r.clamp(0, 1).reshape(8, 28, 28).permute(1, 0, 2).reshape(28, 8 * 28).numpy()
             axes[i, j].imshow(strip, cmap="gray", vmin=0, vmax=1)
             axes[i, j].set_xticks([]); axes[i, j].set_yticks([])
         axes[0, j].set_title(f"input noise s = {s}")
@@ -189,17 +173,10 @@ for i, label in enumerate(["noisy y", "σ = 0.1", "σ = 1.0"]):
     axes[i, 0].set_ylabel(label)
 fig.tight_layout()
 plt.show()
-""")
 
-md(r"""
-With more imaginary noise the reconstructions are blurrier on clean digits but degrade more gracefully as the
-real input noise grows. The `noisy-inference` experiment (see the README) measures this properly: MSE/PSNR
-against the clean digit and a linear probe on the latents, next to model-free baselines.
-
-**Next:** `02_imaginary_noise.ipynb` (power law and extreme noise), `03_denoising_and_iwae.ipynb`.
-""")
-
-nb = nbf.v4.new_notebook()
-nb["cells"] = cells
-nb["metadata"]["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
-nbf.write(nb, "tutorials/01_sigma_vae.ipynb")
+# %% [markdown]
+# With more imaginary noise the reconstructions are blurrier on clean digits but degrade more gracefully as the
+# real input noise grows. The `noisy-inference` experiment (see the README) measures this properly: MSE/PSNR
+# against the clean digit and a linear probe on the latents, next to model-free baselines.
+#
+# **Next:** `02_imaginary_noise.ipynb` (power law and extreme noise), `03_denoising_and_iwae.ipynb`.
