@@ -60,12 +60,3 @@ class LinearGaussianVAE(nn.Module):
 def linear_gaussian_vae():
     return LinearGaussianVAE
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    # these tests run tiny models: intra-op threading only adds synchronisation cost, which explodes
-    # when the (shared, 2-core) machine is busy
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

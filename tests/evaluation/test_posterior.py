@@ -22,14 +22,6 @@ with warnings.catch_warnings():
     import arviz as az
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models on a shared CPU: intra-op threading only adds overhead
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _linear_vae_with_exact_guide(D=4, K=2, seed=0):
     """A float64 linear VAE with fixed decoder and its guide set to the exact posterior (full covariance)."""

@@ -1,19 +1,10 @@
 """Robust PCA experiments: the synthetic sweep and its figure, end to end at a tiny size."""
 
 import pytest
-import torch
 
 from pyro_noisevae.evaluation import plot_subspace_error
 from pyro_noisevae.experiments.robust_pca import subspace_error_vs_outlier_rate
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # small models on a shared CPU: intra-op threading only adds overhead
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_sweep_and_plot_smoke():

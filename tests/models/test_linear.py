@@ -18,14 +18,6 @@ from pyro_noisevae.models.linear import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # these models are tiny: with a shared 2-core CPU, intra-op threading only adds overhead
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _low_rank_data(N=400, D=6, K=2, scales=(3.0, 2.0), noise=0.5, offset=1.0, seed=1):
     """x = U diag(scales) v + offset + noise·ε with orthonormal U (D, K), float64."""

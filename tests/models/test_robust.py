@@ -10,14 +10,6 @@ from pyro_noisevae.models.linear import ppca_mle, subspace_distance
 from pyro_noisevae.models.robust import RobustLinearVAE, fit_robust
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # small models on a shared CPU: intra-op threading only adds overhead
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_learned_per_entry_variance_recovers_subspace_where_pca_fails():
     N, D, r = 200, 15, 2
