@@ -7,10 +7,11 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from pyro import poutine
 from pyro.distributions import constraints
 from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 from pyro.optim import Adam
-from pyro.poutine.util import prune_subsample_sites
+from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from torch import nn
 from torch.distributions.utils import broadcast_all
 
@@ -358,3 +359,41 @@ def test_invalid_arguments_raise():
         DenoisingGuide(g, corr, input_arg="data")(torch.zeros(4, 3))
     with pytest.raises(TypeError, match="positional"):
         DenoisingGuide(g, corr, input_arg=1)(torch.zeros(4, 3))
+
+
+@pytest.mark.parametrize("plate_name", ["corruptions", "noise_copies"])
+def test_corruption_plate_tags_every_sample_site(plate_name):
+    """With M > 1 every sample site of the guide and of the wrapped model carries the replicate tag that evaluation
+    uses to pool the M copies (existing infer entries kept); subsample sites are left alone; M = 1 adds no tag."""
+    from pyro_noisevae.infer.importance import REPLICATE_KEY
+
+    def model(x):
+        with pyro.plate("data", x.shape[-2]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(x.shape[-2], 2), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z.sum(-1, keepdim=True) + torch.zeros_like(x), 1.0).to_event(1), obs=x)
+
+    def base_guide(x):
+        with pyro.plate("data", x.shape[-2]):
+            pyro.sample("aux", dist.Normal(torch.zeros(x.shape[-2], 2), 1.0).to_event(1),
+                        infer={"is_auxiliary": True})
+            pyro.sample("z", dist.Normal(x[..., :2], 1.0).to_event(1))
+
+    x = torch.randn(5, 3)
+    guide = DenoisingGuide(base_guide, functools.partial(GaussianCorruption, sigma=0.1), num_corruptions=3,
+                           plate_name=plate_name)
+    guide_trace = poutine.trace(guide).get_trace(x)
+    model_trace = poutine.trace(poutine.replay(guide.wrap_model(model), trace=guide_trace)).get_trace(x)
+    for trace in (guide_trace, model_trace):
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample":
+                continue
+            if site_is_subsample(site):
+                assert REPLICATE_KEY not in site["infer"], name
+            else:
+                assert site["infer"][REPLICATE_KEY] == plate_name, name
+    assert guide_trace.nodes["aux"]["infer"]["is_auxiliary"] is True
+    assert guide.wraps(guide.wrap_model(model)) and not guide.wraps(model)
+    assert DenoisingGuide.unwrap_model(guide.wrap_model(model)) is model
+    single = DenoisingGuide(base_guide, functools.partial(GaussianCorruption, sigma=0.1), num_corruptions=1)
+    assert all(REPLICATE_KEY not in s["infer"] for s in poutine.trace(single).get_trace(x).nodes.values()
+               if s["type"] == "sample")
