@@ -279,7 +279,8 @@ class ELBOEnergy(Energy):
             raise ValueError(
                 f"the data plate {frame.name!r} must have size {b} (one entry per point, no subsampling), got size "
                 f"{frame.size}")
-        self._register_params((model_tr, guide_tr))
+        if first:  # programs register their parameters on their first run
+            self._register_params((model_tr, guide_tr))
         log_w = per_point_log_weights(model_tr, guide_tr, structure, self._nesting, particle_dim, k, scaled=True,
                                       analytic_kl=self.analytic_kl)
         return log_w.reshape(-1, k, b).mean(0) if log_w.shape[0] != k else log_w

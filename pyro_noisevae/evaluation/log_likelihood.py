@@ -57,16 +57,6 @@ def traced_log_weights(model, guide, args, kwargs, num_particles, max_plate_nest
     pairs, particle_dim = importance_traces(model, guide, args, kwargs, num_particles, max_plate_nesting,
                                             vectorize=True, check=check)
     model_trace, guide_trace = pairs[0]
-    enumerated = [n for n, s in guide_trace.nodes.items() if s["type"] == "sample" and s["infer"].get("enumerate")]
-    if enumerated:
-        raise NotImplementedError(f"guide sites {enumerated} are marked for enumeration; importance sampling draws every latent")
-    missing = [n for n, s in model_trace.nodes.items()
-               if s["type"] == "sample" and not s["is_observed"] and n not in guide_trace.nodes]
-    if missing:
-        raise ValueError(
-            f"model latent sites {missing} are not sampled by the guide; importance weights need a proposal for every "
-            "latent (sample them in the guide, or observe them in the model)"
-        )
     structure = site_structure(model_trace, guide_trace, data_plate)
     frame = structure.data_frame
     if frame is not None and num_data is not None and frame.size != num_data:

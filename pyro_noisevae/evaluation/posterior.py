@@ -64,8 +64,8 @@ def gaussian_kl(mean_p, cov_p, mean_q, cov_q):
     if torch.equal(mp, mq) and torch.equal(Lp, Lq):
         return 0.0
     kl = torch.distributions.kl_divergence(
-        torch.distributions.MultivariateNormal(mp, scale_tril=Lp, validate_args=False),
-        torch.distributions.MultivariateNormal(mq, scale_tril=Lq, validate_args=False),
+        torch.distributions.MultivariateNormal(mp, scale_tril=Lp),
+        torch.distributions.MultivariateNormal(mq, scale_tril=Lq),
     )
     return max(float(kl), 0.0)
 

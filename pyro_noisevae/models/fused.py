@@ -54,8 +54,8 @@ def _log_guide(eps, scale):
 
 def _kl_to_prior(loc, scale):
     r"""Per-dim :math:`\mathrm{KL}(N(\mu, s^2)\,\|\,N(0, 1))`, shape ``loc.shape`` (torch's closed form)."""
-    prior = Normal(loc.new_zeros(()), loc.new_ones(()), validate_args=False)
-    return kl_divergence(Normal(loc, scale, validate_args=False), prior)
+    prior = Normal(loc.new_zeros(()), loc.new_ones(()))
+    return kl_divergence(Normal(loc, scale), prior)
 
 
 def is_plain_vae_pair(model, guide):

@@ -103,7 +103,7 @@ def ddp_runs(tmp_path_factory, data_root):
     (tmp / "worker.py").write_text(WORKER)
     result = _torchrun(["worker.py", str(tmp), str(data_root)], cwd=tmp, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
-    return tmp, [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    return tmp, [torch.load(tmp / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
 
 def _concatenated_batch_steps(model, guide, elbo, params, optim, batches, rng_states, num_data, world=2):
