@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..training import TrainConfig
+from ..training import ACTIVATIONS, TrainConfig
 from .common import ModelBudget, log, run_digest, train_or_load
 
 __all__ = ["TABLE_HASHED_FIELDS", "TrainBudget", "add_train_budget_arguments", "table_run_name", "train_all",
@@ -28,7 +28,11 @@ class TrainBudget(ModelBudget):
     """
     Training budget shared by the models of a table.
 
-    :ivar int epochs: passes over the training subset (constant-learning-rate Adam, no early stopping).
+    :ivar int epochs: passes over the training subset (constant-learning-rate Adam); with ``patience``, the cap.
+    :ivar str activation: hidden-layer nonlinearity (the IWAE paper's 784-200-200-50 networks use ``"tanh"``).
+    :ivar int patience: early stopping (``None``: off): each model stops once its validation bound (ELBO, or
+        IWAE-K for IWAE models) has not improved for this many epochs, measured after every epoch on the
+        whole validation split, and delivers the weights of its best epoch.
     :ivar int train_size: random subset of the training split (``None``: all of it, e.g. 50,000 binarized-MNIST or
         4,100 Caltech 101 images; a larger size means the whole split).
     :ivar int batch_size, lr: mini-batch size and Adam learning rate.
@@ -39,11 +43,23 @@ class TrainBudget(ModelBudget):
 
     epochs: int = 5
     hidden: int = 200
+    activation: str = "softplus"
+    patience: int | None = None
 
     def __post_init__(self):
         super().__post_init__()
         if int(self.hidden) < 1:
             raise ValueError(f"hidden must be >= 1, got {self.hidden}")
+        if self.patience is not None and int(self.patience) < 1:
+            raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
+
+    def train_config(self, **settings):
+        """The model's :class:`~pyro_noisevae.training.TrainConfig`; with ``patience``, early stopping on the
+        whole validation split (``settings`` must then name ``eval_split="valid"``)."""
+        settings.setdefault("activation", self.activation)
+        if self.patience is not None:
+            settings.update(patience=int(self.patience), eval_size=None)
+        return super().train_config(**settings)
 
 
 def table_run_name(cfg, tag):
@@ -90,12 +106,17 @@ def add_train_budget_arguments(p, epochs, epochs_help=None):
     d = TrainBudget()
     g = p.add_argument_group("training budget")
     g.add_argument("-n", "--epochs", type=int, default=epochs, help=epochs_help)
+    g.add_argument("--patience", type=int, default=None,
+                   help="early stopping: stop a model after this many epochs without a better validation bound and "
+                        "keep its best epoch (--epochs is then the cap; default: off)")
     g.add_argument("--train-size", type=int, default=None,
                    help="random subset of the training split (default: all of it)")
     g.add_argument("-b", "--batch-size", type=int, default=d.batch_size)
     g.add_argument("-lr", "--learning-rate", dest="lr", type=float, default=d.lr)
     g.add_argument("--z-dim", type=int, default=d.z_dim)
     g.add_argument("--hidden", type=int, default=d.hidden, help="hidden-layer width (default %(default)s)")
+    g.add_argument("--activation", default=d.activation, choices=ACTIVATIONS,
+                   help="hidden-layer nonlinearity (default %(default)s; the IWAE paper uses tanh)")
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--device", default="cpu", help="cpu or cuda")
     g.add_argument("--data-root", default=None)
@@ -105,4 +126,5 @@ def add_train_budget_arguments(p, epochs, epochs_help=None):
 def train_budget_from_args(args):
     return TrainBudget(epochs=args.epochs, train_size=args.train_size, batch_size=args.batch_size, lr=args.lr,
                        z_dim=args.z_dim, hidden=args.hidden, seed=args.seed, device=args.device,
-                       data_root=args.data_root)
+                       data_root=args.data_root, activation=args.activation,
+                       patience=args.patience)

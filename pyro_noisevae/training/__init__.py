@@ -20,12 +20,13 @@ from .config import (ACTIVATIONS, BINARIZE, CORRUPTIONS, DATASETS, ENCODERS, GRA
                      OBJECTIVES, RUN_CONTROL, SPLITS, TrainConfig, config_differences)
 from .factories import StepSchedule, build_fused_objective, build_model, build_programs, kl_warmup
 from ..infer.fit_loop import FitLoop, FitResult, epoch_order
-from .run_folder import CHECKPOINT, CheckpointError, RunFolder, RunFolderError, atomic_write, atomic_write_text, load_checkpoint
-from .runs import build_trainer, load_run, resumed_config, train
+from .run_folder import BEST, CHECKPOINT, CheckpointError, RunFolder, RunFolderError, atomic_write, atomic_write_text, load_checkpoint
+from .runs import build_trainer, epochs_without_improvement, eval_bound, load_run, resumed_config, train
 from .trainer import SVIObjective, Trainer, evaluate_elbo, fit
 
 __all__ = [
     "ACTIVATIONS",
+    "BEST",
     "BINARIZE",
     "CHECKPOINT",
     "CORRUPTIONS",
@@ -54,6 +55,8 @@ __all__ = [
     "build_trainer",
     "config_differences",
     "epoch_order",
+    "epochs_without_improvement",
+    "eval_bound",
     "evaluate_elbo",
     "fit",
     "kl_warmup",

@@ -42,7 +42,7 @@ ACTIVATIONS = ("softplus", "relu", "tanh", "elu")
 BINARIZE = ("threshold", "dynamic")
 
 #: settings that control how a run is executed, not what it computes: the only ones ``--resume`` may change
-RUN_CONTROL = ("epochs", "device", "data_root", "log_every", "distributed", "fast_path", "out")
+RUN_CONTROL = ("epochs", "patience", "device", "data_root", "log_every", "distributed", "fast_path", "out")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -141,6 +141,7 @@ _CHECKS = {
     "lr": positive_float,
     "seed": _integer,
     "max_steps": _optional(positive_int),
+    "patience": _optional(positive_int),
     "log_every": positive_int,
     "noisy_eval_std": nonnegative_float,
     "device": _device,
@@ -164,7 +165,11 @@ class TrainConfig:
     only), and the denoising guide's ``corruption``, ``corruption_level``, ``num_corruptions``,
     ``partial_alpha``.
     Optimisation: ``epochs``, ``batch_size``, ``lr``, ``seed``, ``max_steps`` (cap on the steps of each epoch).
-    Execution (:data:`RUN_CONTROL`, the settings a resumed run may change): ``epochs``, ``device``,
+    Early stopping: ``patience`` (``None``: off): after every epoch the run measures the bound it trains on (the
+    ELBO, or the IWAE-K bound for ``objective="iwae"``) on ``eval_split``, which must then be
+    ``"valid"``; it keeps the weights of the best epoch in ``best.pt`` and stops once ``patience`` epochs in a row
+    have not improved on it (``epochs`` is then the cap).
+    Execution (:data:`RUN_CONTROL`, the settings a resumed run may change): ``epochs``, ``patience``, ``device``,
     ``data_root``, ``log_every``, ``distributed`` (DDP over ``torchrun`` processes), ``fast_path`` (train with
     the fused tensor objective :class:`~pyro_noisevae.models.FusedVAEObjective`, the same estimator and random
     draws as the Pyro programs; ``False`` runs the Pyro ELBO on the programs of
@@ -202,6 +207,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     max_steps: int | None = None
+    patience: int | None = None
     log_every: int = 50
     noisy_eval_std: float = 0.5
     out: str = "runs/sigma_vae"
@@ -229,6 +235,12 @@ class TrainConfig:
             raise ValueError("encoder 'wni' needs wni_bound (--wni-bound: the bound H > 0 on every weight vector's norm)")
         if self.gradient_estimator != "standard" and self.objective != "iwae":
             raise ValueError(f"gradient_estimator {self.gradient_estimator!r} is implemented for objective 'iwae' only (--objective iwae)")
+        if self.patience is not None and self.eval_split != "valid":
+            raise ValueError(f"early stopping (patience) selects the epoch on eval_split, which is {self.eval_split!r}; "
+                             "set eval_split='valid' (--eval-split valid) so the test split is never used to select")
+        if self.patience is not None and self.distributed:
+            raise ValueError("early stopping (patience) is not implemented for distributed runs; drop --patience or "
+                             "--distributed")
         if self.corruption == "none":
             if self.num_corruptions != 1 or self.partial_alpha != 1.0:
                 raise ValueError("num_corruptions and partial_alpha need a corruption (--corruption gaussian or salt-and-pepper)")

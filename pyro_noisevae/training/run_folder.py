@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 __all__ = [
+    "BEST",
     "CHECKPOINT",
     "CheckpointError",
     "RunFolder",
@@ -23,12 +24,14 @@ __all__ = [
 
 #: the checkpoint's file name in a run folder
 CHECKPOINT = "checkpoint.pt"
+#: the file of the best epoch's weights in a run folder trained with early stopping (``patience``)
+BEST = "best.pt"
 #: format tag of every training checkpoint
 CHECKPOINT_FORMAT = "pyro_noisevae.checkpoint/1"
 #: the lock file of a run folder (experiments may hold their own ``.lock`` in the same folder)
 LOCK = ".owner.lock"
 #: files a run writes; ``--overwrite`` removes them before the new run starts
-RUN_FILES = (CHECKPOINT, "config.json", "metrics.jsonl", "reconstructions.png", "samples.png", "loss_curves.png")
+RUN_FILES = (CHECKPOINT, BEST, "config.json", "metrics.jsonl", "reconstructions.png", "samples.png", "loss_curves.png")
 
 _TEMPORARY = re.compile(r"^\..+\.tmp(\d+)$")
 
@@ -202,3 +205,12 @@ class RunFolder:
                  "trainer": trainer_state, "history": history}
         atomic_write(self.path / CHECKPOINT, lambda f: torch.save(state, f))
         self.write_text("metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+
+    def save_best(self, config, data_shape, vae_state, record):
+        """
+        Write ``best.pt``: the weights of the best epoch so far, in the checkpoint format (its ``trainer`` holds
+        only ``vae``; ``history`` is the one evaluation record of that epoch), atomically.
+        """
+        state = {"format": CHECKPOINT_FORMAT, "config": config, "data_shape": [int(d) for d in data_shape],
+                 "trainer": {"vae": vae_state}, "history": [record]}
+        atomic_write(self.path / BEST, lambda f: torch.save(state, f))

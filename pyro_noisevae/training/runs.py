@@ -17,16 +17,20 @@ from pathlib import Path
 import pyro
 import torch
 
+from ..infer.fit_loop import FitResult
 from ..data import load_dataset
 from ..models import check_data
 from .config import RUN_CONTROL, TrainConfig, config_differences
 from .distributed import init_distributed
 from .factories import StepSchedule, build_fused_objective, build_model, build_programs, kl_warmup
 from .figures import write_figures
-from .run_folder import CHECKPOINT, CheckpointError, RunFolder, load_checkpoint
+from .run_folder import BEST, CHECKPOINT, CheckpointError, RunFolder, load_checkpoint
 from .trainer import Trainer, evaluate_elbo
 
-__all__ = ["build_trainer", "load_run", "resumed_config", "train"]
+__all__ = ["build_trainer", "epochs_without_improvement", "eval_bound", "load_run", "resumed_config", "train"]
+
+#: ``load_run`` weight choices
+WEIGHTS = ("final", "last", "best")
 
 
 def build_trainer(vae, cfg, data):
@@ -82,6 +86,7 @@ def train(cfg, resume=False, progress=True, overwrite=False):
         saved configuration except in run-control settings (:func:`resumed_config`).
     :param bool overwrite: start afresh even if ``cfg.out`` holds a previous run (its files are removed first).
     :returns: ``(vae, history)``; ``history`` is the list of metric records also written to ``metrics.jsonl``.
+        With ``cfg.patience`` (early stopping), ``vae`` holds the weights of the best validation epoch.
     :raises CheckpointError: when resuming without a readable checkpoint that fits its configuration.
     :raises FileExistsError: when ``cfg.out`` already holds a checkpoint and neither flag is set.
     :raises RunFolderError: when another process owns ``cfg.out``, or it cannot be written.
@@ -152,6 +157,13 @@ def _train(cfg, folder, ctx, *, resume, overwrite, progress):
                           "test_elbo": metrics["elbo"], "test_recon": metrics["recon"], "test_kl": metrics["kl"],
                           "active_units": metrics["active_units"], "beta": float(beta_at(loop.global_step)),
                           "steps_per_sec": (loop.global_step - clock["step"]) / max(elapsed, 1e-9)}
+                if cfg.patience is not None:
+                    K = _bound_particles(cfg)
+                    bound = metrics["elbo"] if K == 1 else eval_bound(vae, test_data, K, seed=cfg.seed)
+                    best = _best_eval(history)
+                    record.update(eval_bound=bound, eval_bound_k=K)
+                    if best is None or bound > best["eval_bound"]:
+                        folder.save_best(cfg.to_dict(), data_shape, vae.state_dict(), record)
                 history.append(record)
                 folder.save_checkpoint(cfg.to_dict(), data_shape, trainer.state_dict(), history)
                 if progress:
@@ -160,15 +172,31 @@ def _train(cfg, folder, ctx, *, resume, overwrite, progress):
                           f"{record['steps_per_sec']:.1f} steps/s", file=sys.stderr)
             clock.update(time=time.perf_counter(), step=loop.global_step)
 
+        def no_improvement(loop):
+            stale = epochs_without_improvement(history)
+            if stale is not None and stale >= cfg.patience:
+                return f"early stop: no improvement of the validation bound for {stale} epochs"
+            return None
+
         loop = trainer.loop
         loop.epochs, loop.progress, loop.desc = cfg.epochs, progress, "epoch"
         loop.on_log = lambda record: history.append({"kind": "train", **record})
         loop.on_epoch_end = end_of_epoch
+        loop.stop = no_improvement if cfg.patience is not None else None
         t_start = time.perf_counter()
+        already = loop.stop(loop) if loop.stop is not None else None  # a resumed run that had already stopped
         try:
-            result = loop.run()
+            result = FitResult(stopped=already) if already else loop.run()
         except FloatingPointError as e:
             raise FloatingPointError(f"{e} and sigma (a very small sigma makes the reconstruction term huge)") from None
+        if main and result.stopped and result.stopped.startswith("early stop") and not already:
+            best = _best_eval(history)
+            history.append({"kind": "stop", "epoch": loop.epoch, "step": loop.global_step, "reason": result.stopped,
+                            "best_epoch": best["epoch"], "best_eval_bound": best["eval_bound"]})
+            folder.save_checkpoint(cfg.to_dict(), data_shape, trainer.state_dict(), history)
+            if progress:
+                print(f"{result.stopped}; best epoch {best['epoch']} (validation bound {best['eval_bound']:.2f}), "
+                      f"its weights are in {out / BEST}", file=sys.stderr)
         if result.interrupted:
             signum = result.signum or signal.SIGTERM  # another rank may have received it
             if main:
@@ -176,6 +204,9 @@ def _train(cfg, folder, ctx, *, resume, overwrite, progress):
                 print(f"\n{signal.Signals(signum).name} received: checkpoint saved at step {trainer.global_step} in "
                       f"{out}; continue with --resume", file=sys.stderr)
             raise SystemExit(128 + signum)
+        if cfg.patience is not None and main and (out / BEST).is_file():
+            # the run delivers its best epoch (after every checkpoint of the last epoch is written)
+            vae.load_state_dict(load_checkpoint(out / BEST, map_location=device)["trainer"]["vae"])
         if main:
             write_figures(out, vae, test_data, image_shape, history, cfg)
             if progress:
@@ -201,17 +232,29 @@ def _restore(trainer, ckpt, path):
                               f"{' '.join(str(e).split())[:300]}") from None
 
 
-def load_run(out, map_location="cpu"):
+def load_run(out, map_location="cpu", weights="final"):
     """
     Rebuild the trained :class:`~pyro_noisevae.models.VAE` of a run folder: ``(vae, config, history)``.
 
+    :param str weights: ``"last"``: the weights of the last epoch trained (``checkpoint.pt``); ``"best"``: those of
+        the epoch with the best validation bound (``best.pt``, written by runs with ``patience``); ``"final"``:
+        the weights the run delivers, ``"best"`` for a run with early stopping and ``"last"`` otherwise.
     :raises CheckpointError: if the checkpoint is missing, unreadable, or its weights do not fit its config.
+    :raises ValueError: on an unknown ``weights``.
     """
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
     ckpt = load_checkpoint(Path(out) / CHECKPOINT, map_location=map_location)
     try:
         cfg = TrainConfig.from_dict(ckpt["config"])
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"the checkpoint in {out} holds an invalid configuration ({e})") from None
+    if weights == "best" or (weights == "final" and cfg.patience is not None):
+        if not (Path(out) / BEST).is_file():
+            raise CheckpointError(f"{out} has no {BEST}: that file is written by runs trained with early stopping "
+                                  "(patience) after their first epoch; load weights='last'")
+        history = ckpt["history"]
+        ckpt = {**load_checkpoint(Path(out) / BEST, map_location=map_location), "history": history}
     x_dim, *image_shape = ckpt["data_shape"]
     with pyro.settings.context(module_local_params=True):
         vae = build_model(cfg, x_dim, tuple(image_shape))
@@ -221,6 +264,45 @@ def load_run(out, map_location="cpu"):
             raise CheckpointError(f"the weights in the checkpoint in {out} do not fit the model of its own config: "
                                   f"{' '.join(str(e).split())[:300]}") from None
     return vae, cfg, ckpt["history"]
+
+
+def _bound_particles(cfg):
+    return cfg.num_particles if cfg.objective == "iwae" else 1
+
+
+def eval_bound(vae, data, num_particles, seed=0, batch_size=500):
+    r"""
+    The IWAE-K bound :math:`\mathcal L_K(x) = E\big[\log \frac1K \sum_k p(x, z_k) / q(z_k \mid x)\big]` of ``vae``,
+    averaged over the rows of ``data`` ``(N, D)``, from one group of ``K`` draws per point
+    (:func:`~pyro_noisevae.evaluation.iwae_bound` with one repeat). The draws come from a generator seeded with
+    ``seed``, so the global random state is untouched and the same draws are reused every epoch: successive
+    epochs are compared with common random numbers.
+    """
+    from ..evaluation import iwae_bound
+
+    devices = [data.device] if data.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        bound, _ = iwae_bound(vae.model, vae.guide, data, num_particles=num_particles, num_repeats=1,
+                              batch_size=batch_size, chunk_size=num_particles, progress=False)
+    return float(bound.mean())
+
+
+def _best_eval(history):
+    evals = [h for h in history if h.get("kind") == "eval" and "eval_bound" in h]
+    return max(evals, key=lambda h: h["eval_bound"]) if evals else None
+
+
+def epochs_without_improvement(history):
+    """
+    Epochs since the best validation bound in a run's ``history`` (its ``eval`` records with ``eval_bound``); the
+    first best counts when two are equal. ``None`` when no epoch has been evaluated.
+    """
+    evals = [h for h in history if h.get("kind") == "eval" and "eval_bound" in h]
+    if not evals:
+        return None
+    best = _best_eval(evals)
+    return evals[-1]["epoch"] - best["epoch"]
 
 
 def _subset(data, size, seed):
