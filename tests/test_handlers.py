@@ -1,6 +1,7 @@
 """σ↔β equivalence of σ-VAEs through the β-scaling handler (Saremi 2020), values and gradients."""
 
 import math
+import re
 
 import pyro
 import pyro.distributions as dist
@@ -321,3 +322,125 @@ def test_named_sites_under_elbos_that_run_programs_repeatedly(elbo_cls):
     assert losses["z"] == pytest.approx(losses["all"], rel=1e-12)
     assert losses["context"] == pytest.approx(losses["all"], rel=1e-12)
     assert abs(losses["all"] - losses["plain"]) > 1.0  # β really applied
+
+
+# ---------------------------------------------------------------------------------------------------------
+# argument forms and exact messages (mutation survivors of quality/README.md)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _exact(message):
+    return "^" + re.escape(message) + "$"
+
+
+def test_scalar_tensor_beta_scales_like_a_float():
+    assert _scales(beta_scale(_toy, beta=torch.tensor(3.0))) == _scales(beta_scale(_toy, beta=3.0))
+    assert _scales(beta_scale(_toy, beta=torch.tensor(3.0)))["z"] == 6.0
+
+
+def test_beta_zero_is_allowed():
+    """β = 0 is documented as allowed (>= 0): latent terms vanish, observed and auxiliary ones keep their scale."""
+    scales = _scales(beta_scale(_toy, beta=0.0))
+    assert scales["z"] == scales["w"] == 0.0
+    assert scales["x"] == scales["aux"] == 2.0
+
+
+def test_default_beta_is_one():
+    assert _scales(beta_scale(_toy)) == _scales(_toy)
+    assert BetaScaleMessenger(beta=1.0).current_beta() == beta_scale().current_beta() == 1.0
+
+
+@pytest.mark.parametrize("bad,name", [("2", "str"), (None, "NoneType"), ([2.0], "list")])
+def test_non_numeric_beta_is_a_type_error(bad, name):
+    with pytest.raises(TypeError, match=_exact(f"beta must be a positive number, a scalar tensor or a callable, got {name}")):
+        beta_scale(_toy, beta=bad)
+
+
+def test_beta_scale_rejects_a_non_callable_fn():
+    with pytest.raises(TypeError, match=_exact("beta_scale expects a callable or None as `fn`, got float")):
+        beta_scale(3.0)
+
+
+@pytest.mark.parametrize("shape", [(), (1,)])
+def test_equivalent_beta_accepts_scalar_tensors(shape):
+    s1, s2 = torch.full(shape, 0.5), torch.full(shape, 1.0)
+    beta = equivalent_beta(s1, s2)
+    assert type(beta) is float and beta == 4.0
+    assert equivalent_beta(s1, s2, family="laplace") == 2.0
+    c = bound_constant(s1, s2, num_dims=3)
+    assert type(c) is float and c == pytest.approx(bound_constant(0.5, 1.0, num_dims=3), rel=1e-12)
+    with pytest.raises(ValueError, match=r"^sigma_from must be a finite number > 0, got tensor\("):
+        equivalent_beta(torch.tensor([0.5, 1.0]), s2)  # two numbers are not one σ
+
+
+@pytest.mark.parametrize("name,args", [("sigma_from", (0.0, 1.0)), ("sigma_from", (float("nan"), 1.0)),
+                                       ("sigma_to", (1.0, -2.0)), ("sigma_to", (1.0, float("inf")))])
+def test_bad_sigma_names_the_argument(name, args):
+    message = _exact(f"{name} must be a finite number > 0, got {args[0] if name == 'sigma_from' else args[1]!r}")
+    with pytest.raises(ValueError, match=message):
+        equivalent_beta(*args)
+    with pytest.raises(ValueError, match=message):
+        bound_constant(*args, num_dims=3)
+
+
+def test_bound_constant_keyword_messages():
+    stem = "pass num_dims, the number of observed dimensions d (e.g. 784 for MNIST)"
+    with pytest.raises(TypeError, match=_exact(
+            f"bound_constant() got unexpected keyword argument(s) ['event_dim']; {stem} (it is not a Pyro event_dim)")):
+        bound_constant(0.2, 0.5, event_dim=1)
+    with pytest.raises(TypeError, match=_exact(f"bound_constant() got unexpected keyword argument(s) ['foo']; {stem}")):
+        bound_constant(0.2, 0.5, 3, foo=1)  # no event_dim hint for other names
+    with pytest.raises(TypeError, match=_exact(
+            "bound_constant() missing required argument num_dims (the number of observed dimensions d)")):
+        bound_constant(0.2, 0.5)
+
+
+@pytest.mark.parametrize("family", ["normal", "laplace"])
+def test_bound_constant_for_one_observed_dimension(family):
+    s1, s2 = 0.2, 0.5
+    if family == "normal":
+        expected = -0.5 * math.log(2 * math.pi * s2**2) + 0.5 * math.log(2 * math.pi * s1**2) * s1**2 / s2**2
+    else:
+        expected = -math.log(2 * s2) + math.log(2 * s1) * s1 / s2
+    assert bound_constant(s1, s2, num_dims=1, family=family) == pytest.approx(expected, rel=1e-12)
+    assert bound_constant(s1, s2, num_dims=3, family=family) == pytest.approx(3 * expected, rel=1e-12)
+    with pytest.raises(ValueError, match=_exact("num_dims must be a positive integer (observed dimensions d), got 1.0")):
+        bound_constant(s1, s2, num_dims=1.0, family=family)
+
+
+def test_site_typo_hints():
+    """One guess per missing name (the closest only), all joined by ', '; no hint when nothing is close."""
+    end = r"(\nTrace Shapes:|$)"  # poutine.trace appends the trace's shapes to the message
+    two_guesses = r"latent sites that ran: \['w', 'z'\]\. Did you mean 'w' for 'ww', 'z' for 'zz'\?"
+    with pytest.raises(ValueError, match=two_guesses + end):
+        _scales(beta_scale(_toy, beta=3.0, sites=["z", "zz", "ww"]))
+    with pytest.raises(ValueError, match=r"^beta_scale\(sites=\.\.\.\): the named site\(s\) \['v'\] did not run .*"
+                                         r"latent sites that ran: \['w', 'z'\]" + end):
+        with beta_scale(beta=3.0, sites="v"):
+            _scales(_toy)
+
+    def prog():
+        pyro.sample("scale", dist.Normal(0.0, 1.0))
+        pyro.sample("scales", dist.Normal(0.0, 1.0))  # also close to "scalez", but further
+
+    with pytest.raises(ValueError, match=r"\['scale', 'scales'\]\. Did you mean 'scale' for 'scalez'\?$"):
+        beta_scale(prog, beta=2.0, sites=["scalez"])()
+
+
+def test_an_exception_unwinds_the_handler_stack_below_beta_scale():
+    """As Pyro's own messengers do: an exception leaving the handler pops it and every handler entered inside it,
+    even one the failing program left open, and the original exception propagates."""
+    from pyro.poutine.runtime import _PYRO_STACK
+
+    depth = len(_PYRO_STACK)
+
+    def leaky():
+        poutine.trace().__enter__()  # entered, never exited
+        raise RuntimeError("boom")
+
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            beta_scale(leaky, beta=2.0, sites=["z"])()
+        assert len(_PYRO_STACK) == depth
+    finally:
+        del _PYRO_STACK[depth:]

@@ -194,14 +194,17 @@ class DenoisingGuide(torch.nn.Module):
         :param corruption: as in :class:`DenoisingGuide`.
         :param str site: latent site name (default ``"z"``).
         :param str data_plate: data plate name (default ``"data"``).
-        :param kwargs: the other :class:`DenoisingGuide` options.
+        :param kwargs: the other :class:`DenoisingGuide` options; ``input_event_dim`` also locates the data dim
+            (the last batch dim of ``x``), so scalar data points (``input_event_dim=0``) and images work too.
         """
         if not callable(encoder):
             raise TypeError(f"encoder must be callable, got {type(encoder).__name__}")
         module = encoder if isinstance(encoder, torch.nn.Module) else None
+        event_dim = kwargs.get("input_event_dim", 1)  # validated by cls(...) below, before any call
 
         def encoder_guide(x, num_data=None):
-            batch = x.shape[-2] if x.dim() >= 2 else x.shape[0]
+            # the data dim is the last batch dim (leading corruption dims come before it); an unbatched x is one row
+            batch = x.shape[-event_dim - 1] if x.dim() > event_dim else 1
             if num_data is None or num_data == batch:
                 plate = pyro.plate(data_plate, batch)
             elif num_data < batch:
