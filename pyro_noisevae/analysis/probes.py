@@ -28,8 +28,10 @@ class LinearProbe(torch.nn.Module):
     :math:`\tilde f = (f - m) / s` (:math:`m = 0, s = 1` unless fitted with ``standardize=True``).
     Build it with :func:`fit_linear_probe`.
 
-    :param torch.Tensor weight: ``(C, F)``; :param torch.Tensor bias: ``(C,)``;
-    :param torch.Tensor shift, scale: ``(F,)`` standardization.
+    :param torch.Tensor weight: ``(C, F)``.
+    :param torch.Tensor bias: ``(C,)``.
+    :param torch.Tensor shift: ``(F,)`` standardization offset.
+    :param torch.Tensor scale: ``(F,)`` standardization scale.
     """
 
     def __init__(self, weight, bias, shift, scale):

@@ -109,14 +109,17 @@ def inference_gaps(model, guide, *args, log_px="iw-svi", num_samples=5000, elbo_
     :math:`\log p(x)` (a stochastic lower bound) and an approximately optimised :math:`q^*`, small negative
     values within the reported standard errors can occur.
 
-    :param model, guide: as in :func:`~pyro_noisevae.evaluation.importance_estimate`; the guide's latent
+    :param model: as in :func:`~pyro_noisevae.evaluation.importance_estimate`.
+    :param guide: as in :func:`~pyro_noisevae.evaluation.importance_estimate`; its latent
         sites must be Gaussian (see :meth:`~pyro_noisevae.evaluation.LocalGaussianGuide.from_guide`).
     :param args: model/guide arguments, data first (shape ``(N, ...)``).
     :param log_px: ``"iw-svi"``, ``"iwae"`` or a tensor ``(N,)``.
     :param int num_samples: ``k`` of the log-likelihood estimate.
     :param int elbo_samples: samples of each ELBO estimate.
-    :param int num_steps, num_particles: optimisation budget of :math:`q^*` and of IW-SVI.
-    :param float lr, lr_decay: Adam schedule of the per-point optimisations.
+    :param int num_steps: optimisation steps of :math:`q^*` and of IW-SVI.
+    :param int num_particles: samples per step of those optimisations.
+    :param float lr: initial Adam learning rate of the per-point optimisations.
+    :param float lr_decay: final / initial learning rate.
     :returns: per-point gaps and their ingredients.
     :rtype: InferenceGaps
     """

@@ -183,7 +183,8 @@ def fit_local_guide(model, guide, *args, objective="iwae", num_particles=50, num
     ``num_steps`` reparameterized Adam steps, learning rate decayed exponentially from ``lr`` to
     ``lr * lr_decay``. The model's parameters are not changed (only the local parameters get gradients).
 
-    :param model, guide: as in :func:`~pyro_noisevae.evaluation.importance_estimate`; the guide's sites must
+    :param model: as in :func:`~pyro_noisevae.evaluation.importance_estimate`.
+    :param guide: as in :func:`~pyro_noisevae.evaluation.importance_estimate`; its sites must
         be Gaussian (see :meth:`LocalGaussianGuide.from_guide`).
     :param args: the batch (data first), passed unchanged to model and guide.
     :param str objective: ``"iwae"`` or ``"elbo"``.

@@ -313,7 +313,7 @@ def importance_estimate(model, guide, *args, num_samples=5000, chunk_size=100, b
     :param int max_plate_nesting: plates nested in model and guide (default: inferred by one trace).
     :param bool progress: show a progress bar.
     :param fast_path: for the plain ``vae.model``/``vae.guide`` of a :class:`~pyro_noisevae.models.VAE`, compute
-        the log weights in closed form (:func:`~pyro_noisevae.infer.vae_log_weights`: the same estimator from
+        the log weights in closed form (:func:`~pyro_noisevae.models.vae_log_weights`: the same estimator from
         the same draws, without tracing). ``None`` (default): whenever it applies; ``False``: always trace;
         ``True``: raise if it does not apply.
     :returns: the per-point estimates and diagnostics (each of shape ``(N,)``).

@@ -277,8 +277,9 @@ def compare_posteriors(model, guide, *args, exact=None, num_samples=500, num_war
     (:func:`gaussian_kl`). NUTS runs ``num_chains`` chains one after the other in this process (no
     multiprocessing), started from Pyro's default random initialization; r̂ and ESS come from arviz.
 
-    :param callable model: Pyro model; ``guide``: Pyro guide over the same latent sites.
-    :param args, kwargs: passed to both (the observation).
+    :param callable model: Pyro model.
+    :param callable guide: Pyro guide over the same latent sites.
+    :param args: passed to both, with ``kwargs`` (the observation).
     :param exact: optional exact posterior: a torch ``Distribution`` whose draws hold ``d`` numbers (e.g.
         :meth:`pyro_noisevae.models.linear.LinearVAE.exact_posterior` of the observation) or a pair
         ``(mean (d,), covariance (d, d))``.
@@ -288,7 +289,8 @@ def compare_posteriors(model, guide, *args, exact=None, num_samples=500, num_war
     :param int num_chains: number of chains (``>= 2`` gives a meaningful r̂).
     :param int seed: seeds the draws (inside :func:`torch.random.fork_rng`, so the global RNG is left as
         it was); ``None`` uses the current RNG state.
-    :param float target_accept_prob, max_tree_depth: NUTS settings.
+    :param float target_accept_prob: NUTS setting.
+    :param int max_tree_depth: NUTS setting.
     :param init_strategy: optional Pyro init strategy for NUTS (default: uniform in ``(-2, 2)``).
     :rtype: PosteriorComparison
 

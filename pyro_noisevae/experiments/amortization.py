@@ -116,8 +116,9 @@ def amortization_gap_experiment(dataset="mnist", root=None,
         The encoder is evaluated on clean inputs.
     :param int num_train: training images (a seeded random subset of the train split).
     :param int num_points: test images compared with NUTS (a seeded random subset of the test split).
-    :param int num_samples, num_warmup, num_chains: NUTS budget; the ``num_points`` posteriors are
-        sampled jointly in one run (they are independent given the decoder), ``2 * num_points`` dims.
+    :param int num_samples: NUTS draws per chain (with ``num_warmup`` and ``num_chains``, the NUTS budget);
+        the ``num_points`` posteriors are sampled jointly in one run (they are independent given the decoder),
+        ``2 * num_points`` dims.
     :param int opt_steps: Adam steps of the per-point optimal Gaussian.
     :param int is_samples: importance samples for :math:`\log p(x)`.
     :param int elbo_samples: Monte Carlo samples of each ELBO (common random numbers for both).

@@ -10,7 +10,7 @@ draws** as the Pyro path (``Trace_ELBO``, ``TraceMeanField_ELBO``, :class:`~pyro
 with the standard or DReG gradient, a :class:`~pyro_noisevae.guides.DenoisingGuide` with ``M`` corruptions,
 β-scaling of the latent site), with plain tensor code; the tests in ``tests/models/test_fused.py`` check
 that losses and gradients agree with the Pyro programs under a shared seed (to floating-point rounding).
-The importance-weighted bound goes through :func:`~pyro_noisevae.infer.importance.iwae_objective`, the one
+The importance-weighted bound goes through :func:`~pyro_noisevae.infer.iwae_objective`, the one
 implementation under every IWAE objective; the analytic KL is torch's ``kl_divergence``.
 
 :func:`elbo_terms` is the one implementation of the VAE's per-point ELBO terms (reconstruction, analytic
@@ -180,7 +180,7 @@ class FusedVAEObjective(nn.Module):
     * ``"iwae"``: :math:`\ell = \log \frac1K \sum_k w_k` (:class:`~pyro_noisevae.infer.IWAE_ELBO`), with the
       standard gradient or DReG (``gradient_estimator="dreg"``: :math:`\sum_k \tilde w_k^2\,\partial \log w_k /
       \partial z_k` for the guide, :math:`\tilde w_k = w_k / \sum_j w_j`), both through
-      :func:`~pyro_noisevae.infer.importance.iwae_objective`.
+      :func:`~pyro_noisevae.infer.iwae_objective`.
 
     :param VAE vae: the model (its encoder is the guide's network).
     :param str objective: ``"trace"`` | ``"meanfield"`` | ``"iwae"``.

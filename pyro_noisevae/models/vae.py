@@ -113,6 +113,12 @@ class VAE(PyroModule):
 
     @pyro_method
     def model(self, x=None, num_data=None):
+        """
+        The generative program: ``z ~ N(0, I)`` (site ``"z"``, shape ``(B, z_dim)``) and the likelihood of ``x``
+        given ``decoder(z)``, in the :func:`data_plate` of ``x`` (``num_data``: the data set's size when ``x`` is a
+        mini-batch). With ``x=None`` it samples ``num_data`` (default 1) points from the prior predictive, e.g.
+        under :class:`pyro.infer.Predictive`.
+        """
         if x is None:  # generative route: prior and likelihood, for pyro.infer.Predictive
             p = next(self.parameters())
             num = 1 if num_data is None else int(num_data)
@@ -128,6 +134,8 @@ class VAE(PyroModule):
 
     @pyro_method
     def guide(self, x, num_data=None):
+        r"""The amortized guide :math:`q(z \mid x) = \mathcal N(\mathrm{loc}, \mathrm{scale}^2)`, ``(loc, scale)`` from
+        ``encoder(x)``, in the same :func:`data_plate` as :meth:`model`."""
         x = self._check(x)
         with data_plate(x, num_data):
             loc, scale = self.encoder(x)

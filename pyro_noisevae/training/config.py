@@ -265,7 +265,8 @@ def config_differences(saved, wanted, ignore=RUN_CONTROL):
     """
     The settings in which two configurations differ, except those in ``ignore``.
 
-    :param TrainConfig saved, wanted: e.g. a run's saved configuration and the one a resume asks for.
+    :param TrainConfig saved: e.g. a run's saved configuration.
+    :param TrainConfig wanted: e.g. the configuration a resume asks for.
     :returns: list of ``(name, saved value, wanted value)``, in field order.
     """
     a, b = saved.to_dict(), wanted.to_dict()

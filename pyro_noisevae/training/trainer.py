@@ -25,8 +25,9 @@ class SVIObjective(nn.Module):
     :class:`~torch.nn.parallel.DistributedDataParallel` can wrap it.
 
     :param vae: the module whose parameters are trained.
-    :param model, guide, elbo: the Pyro programs and objective (e.g. from
-        :func:`~pyro_noisevae.training.build_programs`).
+    :param model: the Pyro model (e.g. from :func:`~pyro_noisevae.training.build_programs`).
+    :param guide: the Pyro guide.
+    :param elbo: the objective.
     :param int num_data: ``N``, the size of the data set the batches come from.
     :param fused: optional fast path, ``fused(x, num_data=N)`` equal to the Pyro loss (e.g. from
         :func:`~pyro_noisevae.training.build_fused_objective`).
@@ -59,7 +60,8 @@ class Trainer:
     position and torch RNG).
 
     :param vae: the model; its parameters (and those of ``guide`` if it is a module) are optimised.
-    :param callable model, guide: the Pyro programs (e.g. from :func:`~pyro_noisevae.training.build_programs`).
+    :param callable model: the Pyro model (e.g. from :func:`~pyro_noisevae.training.build_programs`).
+    :param callable guide: the Pyro guide.
     :param pyro.infer.ELBO elbo: objective with ``differentiable_loss``.
     :param torch.Tensor data: training data ``(N, D)`` already on the training device.
     :param str binarize: ``"dynamic"`` draws Bernoulli pixels from every mini-batch.
@@ -163,7 +165,8 @@ def fit(model, guide, data, *, epochs=1, batch_size=100, lr=1e-3, elbo=None, pro
     Both programs must accept ``(x, num_data=N)`` with ``x`` a mini-batch ``(B, D)``; the objective per step is
     ``elbo.differentiable_loss(model, guide, x, num_data=N) / N``.
 
-    :param model, guide: Pyro programs, e.g. ``vae.model``, ``vae.guide`` (bound methods of a PyroModule).
+    :param model: Pyro model, e.g. ``vae.model`` (a bound method of a PyroModule).
+    :param guide: Pyro guide, e.g. ``vae.guide``.
     :param torch.Tensor data: ``(N, D)`` training data.
     :param elbo: default ``Trace_ELBO(max_plate_nesting=1)``.
     :param params_from: the module whose parameters are optimised (default: the object ``model`` is bound
