@@ -1,6 +1,16 @@
 # %% [markdown]
 # # 6. Unnormalized variational Bayes: the ELBO as an energy, Bayes denoising and walk-jump sampling
 #
+# **What you will learn**
+#
+# * how the least-squares denoiser of $Y = X + N(0, \sigma^2 I)$ follows from the score of $Y$ (Miyasawa / Tweedie);
+# * how to turn the ELBO of any Pyro model/guide pair into an energy (`ELBOEnergy`) and train it to denoise (UVB);
+# * how UVB compares with an MLP energy (DEEN) and with the optimal linear (Wiener) denoiser on MNIST at σ = 1;
+# * how to sample with walk-jump: Langevin walks on the noisy variable, jumps to the Bayes estimate.
+#
+# **Runtime at full budget:** about 10 min on one CPU thread, measured on a 2-core machine shared with other jobs
+# (an idle machine is faster).
+#
 # Take the noisy variable $Y = X + N(0, \sigma^2 I)$. If we knew its density $p(y)$, the least-squares estimate of
 # the clean $X$ would follow from the score alone (Miyasawa / Tweedie, "empirical Bayes"):
 #
@@ -25,6 +35,10 @@
 # %%
 import math
 import os
+import time
+import warnings
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # progress bars are off in this notebook
 
 import matplotlib.pyplot as plt
 import pyro
@@ -45,6 +59,7 @@ if device.type == "cuda" and not torch.cuda.is_available():
     raise RuntimeError(f"PYRO_NOISEVAE_DEVICE={device} but torch sees no CUDA device; use --device cpu")
 pyro.set_rng_seed(0)
 SIGMA = 1.0
+t_start = time.time()
 
 # %% [markdown]
 # ## 1. The estimator is exact for the exact energy
@@ -60,7 +75,8 @@ m, S = torch.randn(d, dtype=torch.float64), a @ a.T / d
 y = m + torch.randn(8, d, dtype=torch.float64) * 2
 x_hat = bayes_estimator(GaussianEnergy.smoothed(m, S, SIGMA), y, SIGMA)
 posterior_mean = m + (y - m) @ torch.linalg.inv(S + SIGMA**2 * torch.eye(d, dtype=torch.float64)) @ S
-print("max |x̂(y) - E[x|y]| =", (x_hat - posterior_mean).abs().max().item())
+print("max |x̂(y) - E[x|y]| =", f"{(x_hat - posterior_mean).abs().max().item():.1e}")
+assert (x_hat - posterior_mean).abs().max() < 1e-10
 
 # %% [markdown]
 # ## 2. Learning energies of noisy MNIST by denoising
@@ -70,7 +86,10 @@ print("max |x̂(y) - E[x|y]| =", (x_hat - posterior_mean).abs().max().item())
 # * **UVB**: `VAE(likelihood="normal", sigma=1)` wrapped in `ELBOEnergy`, trained with `fit_denoiser`: the loss
 #   back-propagates through $\nabla_y \mathrm{ELBO}(y)$, i.e. through the encoder, the reparameterized sample and
 #   the decoder, twice.
-# * **DEEN**: an MLP energy with the same objective.
+# * **DEEN**: an MLP energy with the same objective. `DEEN(784)` has two SiLU layers of 1000 units. The first layer
+#   must be at least as wide as the data: the energy's gradient lies in the row space of the first weight matrix, so
+#   a narrower layer leaves the noise in the remaining directions untouched, whatever the training (the docstring of
+#   `DEEN` explains this and its other defaults).
 # * **Wiener filter**: the optimal *linear* denoiser, from the training mean and covariance (it is the Bayes estimator
 #   of the Gaussian energy fitted to the data) — a strong baseline that needs no deep model.
 
@@ -89,11 +108,14 @@ with pyro.settings.context(module_local_params=True):
     uvb_losses = fit_denoiser(uvb, x_train, SIGMA, epochs=epochs, batch_size=100, lr=1e-3, seed=0, progress=False,
                               device=device)
 
-deen = DEEN(784, hidden_dims=hidden if smoke_test else None).to(device)  # None: the default widths (1000, 1000)
+# the default widths, (1000, 1000) for D = 784: DEEN's first layer must be at least as wide as the data (see below)
+deen = DEEN(784).to(device)
 deen_losses = fit_denoiser(deen, x_train, SIGMA, epochs=epochs, batch_size=100, lr=1e-3, seed=0, progress=False,
                            device=device)
 print("UVB  ||x - x̂||² per image by epoch:", [round(v, 1) for v in uvb_losses])
 print("DEEN ||x - x̂||² per image by epoch:", [round(v, 1) for v in deen_losses])
+if len(uvb_losses) > 1:  # still improving when training stops
+    assert uvb_losses[-1] < uvb_losses[-2] and deen_losses[-1] < deen_losses[-2]
 
 mu, cov = x_train.double().mean(0), torch.cov(x_train.double().T)
 wiener = GaussianEnergy.smoothed(mu, cov, SIGMA)
@@ -115,10 +137,19 @@ estimates = {
     "DEEN": bayes_estimator(deen, y, SIGMA),
     "UVB": bayes_estimator(ELBOEnergy(uvb_vae.model, uvb_vae.guide, num_particles=10), y, SIGMA),
 }
+mse = {name: (est - x).pow(2).mean().item() for name, est in estimates.items()}
+psnr = {name: 10 * math.log10(1 / m) for name, m in mse.items()}
 print(f"{'method':<12} {'MSE':>8} {'PSNR (dB)':>10}")
-for name, est in estimates.items():
-    mse = (est - x).pow(2).mean().item()
-    print(f"{name:<12} {mse:8.4f} {10 * math.log10(1 / mse):10.2f}")
+for name in estimates:
+    print(f"{name:<12} {mse[name]:8.4f} {psnr[name]:10.2f}")
+n_deen, n_vae = sum(p.numel() for p in deen.parameters()), sum(p.numel() for p in uvb_vae.parameters())
+print(f"PSNR against the Wiener filter: DEEN {psnr['Wiener'] - psnr['DEEN']:.2f} dB below, "
+      f"UVB {psnr['UVB'] - psnr['Wiener']:.2f} dB above")
+print(f"parameters: DEEN {n_deen:,}, UVB's VAE {n_vae:,} (DEEN has {n_deen / n_vae:.1f} times as many)")
+assert mse["Wiener"] < mse["mean image"] < mse["noisy y"]   # holds at any budget: no training involved
+if not smoke_test:  # the smoke run trains for a handful of steps: the learned denoisers are untrained there
+    assert psnr["UVB"] > psnr["Wiener"] and psnr["UVB"] > psnr["DEEN"]
+    assert psnr["DEEN"] > psnr["mean image"] and abs(psnr["DEEN"] - psnr["Wiener"]) < 1.5
 
 fig, axes = plt.subplots(len(estimates) + 1, 8, figsize=(8, 1.1 * (len(estimates) + 1)))
 for j in range(8):
@@ -131,12 +162,25 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
+# **What the numbers mean** (MSE per pixel; PSNR $= 10 \log_{10}(1/\mathrm{MSE})$ for images in $[0, 1]$). The noisy
+# input has MSE ≈ σ² = 1. The mean training image, which ignores $y$ altogether, is already far better, and the Wiener
+# filter, the best *linear* denoiser, better still (14.62 dB): a strong baseline. At this budget (2 epochs) DEEN comes
+# within about a decibel of the Wiener filter, 1.15 dB below it, and UVB is the best of the three, 0.26 dB above the
+# Wiener filter. Both learned energies were still improving when training stopped. The committed experiment in
+# `results/empirical_bayes/` (6 epochs, 10,000 test images) widens the gaps: at σ = 1 it has DEEN at 13.59 dB, the
+# Wiener filter at 14.65 dB and UVB at 15.48 dB. The capacities are not matched: DEEN has 3.2 times as many
+# parameters as the VAE behind UVB, because its first layer must be at least as wide as the data.
+#
+# <!-- not an output: 13.59 14.65 15.48 -->
+#
 # ## 3. Walk-jump sampling
 #
 # The density of $Y$ at σ = 1 is very smooth, so Langevin MCMC mixes fast in $Y$ even though it would be hopeless
 # in $X$. `walk_jump` runs underdamped Langevin dynamics (BAOAB splitting, one energy gradient per step) with step
 # $\delta = 0.5\,\sigma$, friction 0.5 and inverse mass 1, and every `jump_every` steps records the jump
 # $\hat x(y_t)$. A single chain, started from uniform noise, should wander across digit classes without restarts.
+#
+# <!-- not an output: 0.5 -->
 
 # %%
 num_steps = 40 if smoke_test else 3000
@@ -175,13 +219,21 @@ transitions = int((labels[1:] != labels[:-1]).sum())
 print(f"classifier test accuracy {100 * acc:.1f}%")
 print(f"{len(jumps)} jumps, classes visited: {sorted(set(labels.tolist()))} ({len(set(labels.tolist()))}), "
       f"class transitions: {transitions}, mean confidence {conf.mean():.2f}")
+if not smoke_test:  # a chain of a few steps on an untrained energy (the smoke run) need not move
+    assert len(set(labels.tolist())) == 10 and transitions > len(jumps) // 2
 plt.figure(figsize=(8, 2))
 plt.scatter(chain.jump_steps[1:], labels, c=conf, s=8, vmin=0, vmax=1)
 plt.yticks(range(10)), plt.xlabel("Langevin step"), plt.ylabel("class"), plt.colorbar(label="confidence")
 plt.show()
 
 # %% [markdown]
+# At full budget the chain visits all ten digit classes in its 100 jumps, and the label changes between most
+# consecutive jumps. The classifier's mean confidence, 0.74, says that many jumps are blurry or ambiguous: they are
+# posterior means of a still rough energy.
+#
 # With a few minutes of training the UVB energy is far from converged, so read these numbers as a demonstration of
 # the machinery, not as a reproduction: the committed experiment (`python -m pyro_noisevae.experiments.empirical_bayes
 # uvb-denoise` / `walk-jump`, results in `results/empirical_bayes/`) trains longer, compares UVB, DEEN, the plain
 # σ-VAE and the Wiener filter at σ = 0.5 and 1, runs a 10,000-step chain and probes the claim "UVB ≠ VAE".
+#
+# <!-- not an output: 0.5 -->
