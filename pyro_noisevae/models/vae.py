@@ -135,7 +135,16 @@ class VAE(PyroModule):
     @pyro_method
     def guide(self, x, num_data=None):
         r"""The amortized guide :math:`q(z \mid x) = \mathcal N(\mathrm{loc}, \mathrm{scale}^2)`, ``(loc, scale)`` from
-        ``encoder(x)``, in the same :func:`data_plate` as :meth:`model`."""
+        ``encoder(x)``, in the same :func:`data_plate` as :meth:`model`.
+
+        :raises ValueError: on ``x`` with more than two dimensions, e.g. the ``(M, B, D)`` corrupted copies a
+            :class:`~pyro_noisevae.guides.DenoisingGuide` with ``num_corruptions=M > 1`` passes (its message
+            names the guide to build instead)."""
+        if x is not None and x.dim() > 2:
+            raise ValueError(f"VAE.guide takes x of shape (batch, features), got {tuple(x.shape)}; a DenoisingGuide "
+                             "with num_corruptions > 1 passes (M, batch, features): build it with "
+                             "DenoisingGuide.from_encoder(vae.encoder, corruption, num_corruptions=M) instead of "
+                             "DenoisingGuide(vae.guide, ...)")
         x = self._check(x)
         with data_plate(x, num_data):
             loc, scale = self.encoder(x)

@@ -634,3 +634,16 @@ def test_corruption_plate_tags_every_sample_site(plate_name):
     single = DenoisingGuide(base_guide, functools.partial(GaussianCorruption, sigma=0.1), num_corruptions=1)
     assert all(REPLICATE_KEY not in s["infer"] for s in poutine.trace(single).get_trace(x).nodes.values()
                if s["type"] == "sample")
+
+
+def test_vae_guide_under_several_corruptions_names_from_encoder():
+    from pyro_noisevae.infer import IWAE_ELBO
+    from pyro_noisevae.models import VAE
+
+    vae = VAE(x_dim=6, z_dim=2, hidden_dims=(8,), likelihood="bernoulli")
+    guide = DenoisingGuide(vae.guide, make_corruption("gaussian", 0.1), num_corruptions=2)
+    x = torch.bernoulli(torch.full((4, 6), 0.5))
+    with pytest.raises(ValueError, match=r"got \(2, 4, 6\).*DenoisingGuide\.from_encoder\(vae\.encoder"):
+        IWAE_ELBO(num_particles=3).loss(guide.wrap_model(vae.model), guide, x)
+    fixed = DenoisingGuide.from_encoder(vae.encoder, make_corruption("gaussian", 0.1), num_corruptions=2)
+    assert torch.isfinite(torch.tensor(IWAE_ELBO(num_particles=3).loss(fixed.wrap_model(vae.model), fixed, x)))
