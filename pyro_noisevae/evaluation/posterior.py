@@ -286,7 +286,8 @@ def compare_posteriors(model, guide, *args, exact=None, num_samples=500, num_war
     :param int num_samples: NUTS draws per chain kept after warm-up (also the number of exact and guide
         draws per "chain").
     :param int num_warmup: NUTS warm-up (adaptation) steps per chain.
-    :param int num_chains: number of chains (``>= 2`` gives a meaningful r̂).
+    :param int num_chains: number of chains (``>= 2`` gives a meaningful r̂). ``num_chains * num_samples`` must
+        exceed the number of latent coordinates (the Gaussian fits estimate a full covariance).
     :param int seed: seeds the draws (inside :func:`torch.random.fork_rng`, so the global RNG is left as
         it was); ``None`` uses the current RNG state.
     :param float target_accept_prob: NUTS setting.
@@ -335,6 +336,10 @@ def compare_posteriors(model, guide, *args, exact=None, num_samples=500, num_war
     shapes = {s: tuple(model_trace.nodes[s]["value"].shape) for s in sites}
     labels = _labels(sites, shapes)
     d = len(labels)
+    if n <= d:
+        raise ValueError(f"num_chains * num_samples = {n} draws cannot estimate the {d} x {d} covariance of the "
+                         f"{d} latent coordinates (the Gaussian fits need more draws than coordinates); raise "
+                         f"num_samples above {d // num_chains} (ideally well above)")
 
     # ---- NUTS, one chain at a time
     chains, divergences, diverging = [], 0, np.zeros((num_chains, num_samples), dtype=bool)
@@ -371,6 +376,12 @@ def compare_posteriors(model, guide, *args, exact=None, num_samples=500, num_war
         moments["guide"], moments_from["guide"] = (g.mean(0), torch.cov(g.T).reshape(d, d)), "samples"
     nuts = samples["nuts"]
     moments["nuts"], moments_from["nuts"] = (nuts.mean(0), torch.cov(nuts.T).reshape(d, d)), "samples"
+    if torch.linalg.cholesky_ex(moments["nuts"][1].double())[1] != 0:
+        raise ValueError(f"the covariance of the {n} NUTS draws is singular: some chains did not move (a stuck "
+                         "chain, often from Pyro's default start uniform in (-2, 2) on a sharp posterior) or too "
+                         "few draws for the latent coordinates; raise num_warmup/num_samples, or start the chains "
+                         "at guide draws (init_strategy=pyro.infer.autoguide.init_to_generated(...) or "
+                         "init_to_value(values=guide draws))")
     if not all(torch.isfinite(v).all() for v in samples.values()):
         raise ValueError("some draws are NaN/inf; check the model and guide at this observation")
 

@@ -200,3 +200,18 @@ def test_validation_errors():
         compare_posteriors(vae.model, guide_without_z, x, **small)
     with pytest.raises(TypeError, match="PosteriorComparison"):
         plot_pair({"not": "a result"})
+
+
+def test_compare_posteriors_refuses_fewer_draws_than_coordinates_before_running_nuts():
+    def model(x):
+        with pyro.plate("data", 1):
+            z = pyro.sample("z", dist.Normal(torch.zeros(12), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", 1):
+            pyro.sample("z", dist.Normal(x / 2, 0.7).to_event(1))
+
+    # 2 chains x 5 draws = 10 draws for 12 coordinates: refused at once, naming the fix
+    with pytest.raises(ValueError, match=r"10 draws cannot estimate the 12 x 12 covariance.*num_samples above 6"):
+        compare_posteriors(model, guide, torch.zeros(1, 12), num_samples=5, num_warmup=5, num_chains=2)
