@@ -56,7 +56,7 @@ def left_pad(tensor, ndim):
 
 
 def tensors_of(obj, seen=None):
-    """The tensors held (possibly through base distributions) by a distribution object."""
+    """The tensors held (possibly through base distributions or transforms) by a distribution object."""
     seen = set() if seen is None else seen
     if id(obj) in seen:
         return []
@@ -65,7 +65,8 @@ def tensors_of(obj, seen=None):
         return [obj]
     if isinstance(obj, (list, tuple)):
         return [t for item in obj for t in tensors_of(item, seen)]
-    if isinstance(obj, torch.distributions.Distribution):
+    if isinstance(obj, (torch.distributions.Distribution, torch.distributions.transforms.Transform)):
+        # a TransformedDistribution's transforms hold parameters too (e.g. AffineTransform(loc=z1, ...))
         return [t for value in vars(obj).values() for t in tensors_of(value, seen)]
     return []
 

@@ -1,6 +1,7 @@
 """IWAE_ELBO against exact answers on a linear-Gaussian model, gradient estimators, plates and subsampling."""
 
 import itertools
+import warnings
 import math
 
 import pyro
@@ -460,3 +461,254 @@ def test_dreg_gradient_matches_a_high_precision_reference(lg):
     mean, se = _mean_se(draws)
     assert ((mean - reference).abs() < 4 * (se**2 + ref_se**2).sqrt()).all(), (mean, reference, se, ref_se)
     assert (reference.abs() > 10 * se).any()
+
+
+# ------------------------------------------------------------------------------------ scales, plates, globals, fallback
+
+
+def _replayed_draws(guide, x, K, **kwargs):
+    """The guide draws of a vectorized IWAE_ELBO call made right after the same seed (particle plate at dim -2)."""
+    with pyro.plate("num_particles_vectorized", K, dim=-2):
+        return poutine.trace(guide).get_trace(x, **kwargs).nodes["z"]["value"]
+
+
+def _amortized_log_terms(lg, z, x):
+    """log p(x|z), log p(z), log q(z|x) of the amortized guide, per particle and point."""
+    loc = (x - lg.b) @ pyro.param("A").T + pyro.param("c")
+    return (dist.Normal(z @ lg.W.T + lg.b, S).log_prob(x).sum(-1), dist.Normal(0.0, 1.0).log_prob(z).sum(-1),
+            dist.Normal(loc, pyro.param("ls").exp()).log_prob(z).sum(-1))
+
+
+def test_a_scale_shared_by_all_sites_acts_after_the_logsumexp(lg):
+    """poutine.scale(0.5) around model and guide: with the same particles the loss is exactly half the unscaled one."""
+    elbo = IWAE_ELBO(num_particles=4, max_plate_nesting=1)
+    pyro.set_rng_seed(2)
+    plain = elbo.loss(lg.model, lg.amortized_guide, lg.x)
+    pyro.set_rng_seed(2)
+    half = elbo.loss(poutine.scale(lg.model, scale=0.5), poutine.scale(lg.amortized_guide, scale=0.5), lg.x)
+    assert half == pytest.approx(0.5 * plain, rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_per_datapoint_tensor_scale_weights_each_bound(lg, dtype):
+    """Model and guide under poutine.scale(w), w of shape (N,): loss = -sum_n w_n L_K(x_n), with the same draws."""
+    K, x = 4, lg.x
+    w = torch.linspace(0.2, 1.7, x.shape[0], dtype=dtype)
+    model, guide = poutine.scale(lg.model, scale=w), poutine.scale(lg.amortized_guide, scale=w)
+    pyro.set_rng_seed(6)
+    value = IWAE_ELBO(num_particles=K).loss(model, guide, x)
+    pyro.set_rng_seed(6)
+    log_px_z, log_pz, log_qz = _amortized_log_terms(lg, _replayed_draws(guide, x, K), x)
+    bound = (log_px_z + log_pz - log_qz).logsumexp(0) - math.log(K)
+    assert value == pytest.approx(-(w.double() * bound).sum().item(), rel=1e-6 if dtype == torch.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("scales", [(0.5, 1.0), (0.5, "w"), ("w", "2w"), (1.0, "w")])
+def test_observed_sites_with_different_scales_keep_them_inside_the_logsumexp(lg, scales):
+    """Two observed sites (the first two and the last two coordinates of x) with different scales share none:
+    each scale stays on its own term inside log w."""
+    K, x = 3, lg.x
+    w = torch.linspace(0.1, 0.35, x.shape[0], **F64)
+    s1, s2 = [w if s == "w" else 2 * w if s == "2w" else s for s in scales]
+
+    def model(x):
+        with _plate(x, None):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(K_LAT), 1.0).to_event(1))
+            loc = z @ lg.W.T + lg.b
+            with poutine.scale(scale=s1):
+                pyro.sample("x1", dist.Normal(loc[..., :2], S).to_event(1), obs=x[..., :2])
+            with poutine.scale(scale=s2):
+                pyro.sample("x2", dist.Normal(loc[..., 2:], S).to_event(1), obs=x[..., 2:])
+
+    pyro.set_rng_seed(1)
+    value = IWAE_ELBO(num_particles=K).loss(model, lg.amortized_guide, x)
+    pyro.set_rng_seed(1)
+    z = _replayed_draws(lg.amortized_guide, x, K)
+    _, log_pz, log_qz = _amortized_log_terms(lg, z, x)
+    loc = z @ lg.W.T + lg.b
+    log_w = (s1 * dist.Normal(loc[..., :2], S).log_prob(x[..., :2]).sum(-1)
+             + s2 * dist.Normal(loc[..., 2:], S).log_prob(x[..., 2:]).sum(-1) + log_pz - log_qz)
+    assert value == pytest.approx(-(log_w.logsumexp(0) - math.log(K)).sum().item(), rel=1e-12)
+
+
+def test_a_scale_varying_along_a_nested_plate_stays_inside_the_logsumexp():
+    """A scale that varies along a plate nested in the data plate cannot act after the log-sum-exp."""
+    x = torch.randn(6, 2, generator=torch.Generator().manual_seed(0), **F64)
+    v = torch.tensor([0.3, 1.4], **F64)
+
+    def model(x):
+        with pyro.plate("data", x.shape[0], dim=-2):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(1), 1.0))
+            with pyro.plate("pixels", 2, dim=-1), poutine.scale(scale=v):
+                pyro.sample("x", dist.Normal(z, S), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0], dim=-2):
+            pyro.sample("z", dist.Normal(0.4 * x.sum(-1, keepdim=True), 0.8))
+
+    pyro.set_rng_seed(4)
+    value = IWAE_ELBO(num_particles=3, max_plate_nesting=2).loss(model, guide, x)
+    pyro.set_rng_seed(4)
+    with pyro.plate("num_particles_vectorized", 3, dim=-3):
+        z = poutine.trace(guide).get_trace(x).nodes["z"]["value"]  # (K, N, 1)
+    log_w = ((v * dist.Normal(z, S).log_prob(x)).sum(-1) + dist.Normal(0.0, 1.0).log_prob(z).sum(-1)
+             - dist.Normal(0.4 * x.sum(-1, keepdim=True), 0.8).log_prob(z).sum(-1))
+    assert value == pytest.approx(-(log_w.logsumexp(0) - math.log(3)).sum().item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("estimator", ["standard", "dreg"])
+def test_nested_plate_equals_to_event(estimator):
+    """An observation in plate('pixels', 2) nested in the data plate gives the IWAE loss and gradients of the same
+    observation with .to_event(1) (same draws)."""
+    x = torch.randn(6, 2, generator=torch.Generator().manual_seed(0), **F64)
+
+    def nested_model(x):
+        with pyro.plate("data", x.shape[0], dim=-2):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(1), 1.0))
+            with pyro.plate("pixels", 2, dim=-1):
+                pyro.sample("x", dist.Normal(z, S), obs=x)
+
+    def nested_guide(x):
+        a = pyro.param("a", x.new_tensor(0.4))
+        with pyro.plate("data", x.shape[0], dim=-2):
+            pyro.sample("z", dist.Normal(a * x.sum(-1, keepdim=True), 0.8))
+
+    def flat_model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0))
+            pyro.sample("x", dist.Normal(z.unsqueeze(-1), S).to_event(1), obs=x)
+
+    def flat_guide(x):
+        a = pyro.param("a", x.new_tensor(0.4))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(a * x.sum(-1), 0.8))
+
+    out = []
+    for m, g in ((nested_model, nested_guide), (flat_model, flat_guide)):
+        pyro.set_rng_seed(5)
+        loss = IWAE_ELBO(num_particles=3, gradient_estimator=estimator).differentiable_loss(m, g, x)
+        out.append((loss, _grads(loss, ["a"])["a"]))
+    assert out[0][0].item() == pytest.approx(out[1][0].item(), rel=1e-12)
+    torch.testing.assert_close(out[0][1], out[1][1], rtol=1e-10, atol=1e-12)
+
+
+def test_looped_particles_equal_vectorized_with_spare_plate_dims(lg):
+    """max_plate_nesting=3 with only the data plate: looped terms are left-padded; exact posterior => log p(x)."""
+    for vectorize in (True, False):
+        elbo = IWAE_ELBO(num_particles=3, max_plate_nesting=3, vectorize_particles=vectorize)
+        assert -elbo.loss(lg.model, lg.exact_guide, lg.x) == pytest.approx(lg.log_px(lg.x).sum().item(), rel=1e-10)
+
+
+def _global_pair(x):
+    r"""
+    :math:`\mu \sim N(0, 1)`, :math:`z_n \mid \mu \sim N(\mu, 1)`, :math:`x_n \mid z_n \sim N(z_n, 1/4)`, and the exact
+    posterior guide :math:`q(\mu) = p(\mu \mid x)`, :math:`q(z_n \mid x_n, \mu) = p(z_n \mid x_n, \mu)`: every weight
+    is :math:`p(x)`, which is :math:`N(0, \mathbf 1 \mathbf 1^\top + 1.25 I)`.
+    """
+    n = x.shape[0]
+    prec = 1.0 + n / 1.25
+
+    def model(x):
+        mu = pyro.sample("mu", dist.Normal(x.new_zeros(()), 1.0))
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(mu, 1.0))
+            pyro.sample("x", dist.Normal(z, 0.5), obs=x)
+
+    def guide(x):
+        m = pyro.param("m_mu", x.sum() / 1.25 / prec)
+        mu = pyro.sample("mu", dist.Normal(m, prec**-0.5))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal((mu + 4 * x) / 5, 0.2**0.5))
+
+    log_px = dist.MultivariateNormal(x.new_zeros(n), torch.ones(n, n, **F64) + 1.25 * torch.eye(n, **F64)).log_prob(x)
+    return model, guide, log_px.item()
+
+
+@pytest.mark.parametrize("vectorize", [True, False])
+@pytest.mark.parametrize("K", [1, 4])
+def test_global_latent_is_drawn_once_per_step_and_gives_the_exact_evidence(K, vectorize):
+    """A global latent is drawn once and shared by the K particles, its log p - log q counted once: with the exact
+    posterior as guide the bound is log p(x) exactly (a draw per particle, or the term counted K times, is not)."""
+    x = torch.randn(6, generator=torch.Generator().manual_seed(2), **F64) + 1.0
+    model, guide, log_px = _global_pair(x)
+    elbo = IWAE_ELBO(num_particles=K, vectorize_particles=vectorize)
+    for _ in range(2):
+        assert -elbo.loss(model, guide, x) == pytest.approx(log_px, rel=1e-10)
+
+
+def test_vectorize_fallback_warns_and_matches_looped(lg):
+    """A model that breaks under the particle plate falls back to looped particles once, with a RuntimeWarning."""
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(K_LAT), 1.0).to_event(1))
+            loc = z.reshape(x.shape[0], K_LAT) @ lg.W.T + lg.b  # breaks under a particle plate
+            pyro.sample("x", dist.Normal(loc, S).to_event(1), obs=x)
+
+    message = (r"(?s)^the programs failed under a vectorized particle plate \(RuntimeError: shape .* is invalid for "
+               r"input of size \d+.*\); falling back to looped particles \(pass vectorize_particles=False to choose this "
+               r"explicitly\)$")
+    with pytest.warns(RuntimeWarning, match=message):
+        value = IWAE_ELBO(num_particles=3).loss(model, lg.exact_guide, lg.x)
+    assert value == pytest.approx(-lg.log_px(lg.x).sum().item(), rel=1e-10)
+    elbo = IWAE_ELBO(num_particles=3)
+    with pytest.warns(RuntimeWarning):
+        elbo.loss(model, lg.amortized_guide, lg.x)
+    pyro.set_rng_seed(8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once: the pair is looped from now on
+        second = elbo.loss(model, lg.amortized_guide, lg.x)
+    pyro.set_rng_seed(8)
+    assert second == pytest.approx(IWAE_ELBO(num_particles=3, vectorize_particles=False).loss(
+        model, lg.amortized_guide, lg.x), rel=1e-12)
+
+
+# ------------------------------------------------------------------------------------ DReG: refusals and Delta sites
+
+
+def test_dreg_rejects_a_hierarchy_hidden_in_a_transform():
+    """A guide site whose dependence on an earlier latent sits in a TransformedDistribution's transform
+    (AffineTransform(loc=a)) is hierarchical too: DReG refuses it, as it refuses Normal(a, 1)."""
+
+    def model(x):
+        a = pyro.sample("a", dist.Normal(x.new_zeros(()), 1.0))
+        b = pyro.sample("b", dist.Normal(a, 1.0))
+        pyro.sample("x", dist.Normal(b, 1.0), obs=x)
+
+    def guide(x):
+        m = pyro.param("m", torch.tensor(0.0))
+        a = pyro.sample("a", dist.Normal(m, 1.0))
+        pyro.sample("b", dist.TransformedDistribution(dist.Normal(torch.tensor(0.0), 1.0),
+                                                      [dist.transforms.AffineTransform(loc=a, scale=1.0)]))
+
+    with pytest.raises(NotImplementedError, match="guide site 'b' depends on an earlier guide latent"):
+        IWAE_ELBO(num_particles=2, gradient_estimator="dreg", max_plate_nesting=0).differentiable_loss(
+            model, guide, torch.tensor(0.5))
+    # the standard estimator handles it
+    loss = IWAE_ELBO(num_particles=2, max_plate_nesting=0).differentiable_loss(model, guide, torch.tensor(0.5))
+    assert loss.requires_grad
+
+
+def test_dreg_with_a_delta_site_of_an_auxiliary_draw_equals_the_direct_guide(lg):
+    """An autoguide-style guide (an auxiliary Normal draw, the latent a Delta(...).to_event(1) of it) gets the same
+    DReG loss and gradients as the guide that samples the latent directly: the Delta carries no parameters."""
+
+    def direct(x):
+        loc = pyro.param("loc_d", torch.full((x.shape[0], K_LAT), 0.3, **F64))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(loc, 0.8).to_event(1))
+
+    def via_delta(x):
+        loc = pyro.param("loc_d", torch.full((x.shape[0], K_LAT), 0.3, **F64))
+        with pyro.plate("data", x.shape[0]):
+            aux = pyro.sample("aux", dist.Normal(loc, 0.8).to_event(1), infer={"is_auxiliary": True})
+            pyro.sample("z", dist.Delta(aux).to_event(1))
+
+    out = []
+    for guide in (direct, via_delta):
+        pyro.set_rng_seed(3)
+        loss = IWAE_ELBO(num_particles=4, gradient_estimator="dreg").differentiable_loss(lg.model, guide, lg.x)
+        out.append((loss.item(), _grads(loss, ["loc_d"])["loc_d"]))
+    assert out[1][0] == pytest.approx(out[0][0], rel=1e-12)
+    torch.testing.assert_close(out[1][1], out[0][1], rtol=1e-10, atol=1e-12)
+    assert out[0][1].abs().max() > 1e-3
