@@ -1,5 +1,9 @@
-"""Experiments (a) and (c), ``uvb-denoise``: MNIST denoising by UVB, DEEN, a σ-VAE and Wiener; UVB ≠ VAE."""
+"""
+Experiments (a) and (c), ``uvb-denoise``: MNIST denoising by UVB, DEEN, a σ-VAE and Wiener; UVB ≠ VAE; and
+``uvb-denoise --capacity matched``: UVB against DEEN at equal parameter counts, over several seeds.
+"""
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,17 +16,35 @@ from ...analysis import active_units, psnr
 from ...empirical_bayes import GaussianEnergy, bayes_estimator
 from ...models import elbo_terms
 from ..common import ModelBudget, read_json, save_figure, write_json, write_text
-from .models import DEFAULTS, KINDS, jsonable, load_mnist, model_energy, sigma_tag, train_model
+from .models import (
+    DEFAULTS,
+    KINDS,
+    MATCH_TOLERANCE,
+    jsonable,
+    load_mnist,
+    matched_hidden_dims,
+    model_energy,
+    sigma_tag,
+    train_model,
+)
 from .reports import (
     METHOD_LABELS,
     denoise_figure,
     denoise_markdown,
+    matched_figure,
+    matched_markdown,
     samples_figure,
     training_figure,
     uvb_vs_vae_figure,
 )
 
-__all__ = ["Budget", "ExperimentRun", "uvb_denoise"]
+__all__ = ["Budget", "ExperimentRun", "uvb_denoise", "uvb_vs_deen_matched"]
+
+#: seed of the test noise y = x + σε (the same draw for every seed of the models)
+NOISE_SEED = 10_000
+
+#: the denoisers of :func:`uvb_vs_deen_matched`, in table order
+MATCHED_METHODS = ("identity", "mean", "wiener", "deen", "uvb")
 
 
 @dataclass
@@ -81,6 +103,26 @@ def _wiener(x_train):
     mean = x.mean(0)
     cov = torch.cov(x.T)
     return mean, cov
+
+
+def _denoising_rows(est, x_test):
+    """MSE per pixel (± 1 s.e. over images), PSNR and MSE of the clipped estimate of each estimate ``est[name]``."""
+    rows = {}
+    for name, x_hat in est.items():
+        per_image = (x_hat - x_test).pow(2).mean(-1)
+        rows[name] = {"label": METHOD_LABELS[name], "mse": (x_hat - x_test).pow(2).mean().item(),
+                      "mse_se": per_image.std().item() / per_image.numel() ** 0.5,
+                      # PSNR of the whole test set as one image: 10 log10(1 / MSE over all pixels)
+                      "psnr": psnr(x_hat.double().reshape(1, -1), x_test.double().reshape(1, -1)).item(),
+                      "mse_clipped": (x_hat.clamp(0, 1) - x_test).pow(2).mean().item()}
+    return rows
+
+
+def _paired_difference(est_a, est_b, x_test):
+    """Mean over images of the per-image MSE of ``est_a`` minus that of ``est_b``, and its (paired) s.e."""
+    diff = (est_a - x_test).pow(2).mean(-1) - (est_b - x_test).pow(2).mean(-1)
+    return {"mean": diff.mean().item(), "se": diff.std().item() / diff.numel() ** 0.5,
+            "fraction_a_better": (diff < 0).double().mean().item()}
 
 
 def _denoise_all(methods, y, batch_size, device, progress, desc):
@@ -184,7 +226,7 @@ def uvb_denoise(
 
 def _evaluate_sigma(sigma, models, x_test, mean, cov, eval_particles, seed, out, device, progress):
     tag = sigma_tag(sigma)
-    gen = torch.Generator().manual_seed(10_000 + seed)
+    gen = torch.Generator().manual_seed(NOISE_SEED + seed)
     y_test = x_test + sigma * torch.randn(x_test.shape, generator=gen)
     torch.manual_seed(seed)
     wiener = GaussianEnergy.smoothed(mean, cov, sigma).to(device)
@@ -202,14 +244,7 @@ def _evaluate_sigma(sigma, models, x_test, mean, cov, eval_particles, seed, out,
         "uvb": lambda y: bayes_estimator(uvb_energy, y, sigma),
     }
     est = _denoise_all(methods, y_test, 250, device, progress, f"denoise σ={sigma:g}")
-    denoising = {}
-    for name, x_hat in est.items():
-        per_image = (x_hat - x_test).pow(2).mean(-1)
-        denoising[name] = {"label": METHOD_LABELS[name], "mse": (x_hat - x_test).pow(2).mean().item(),
-                           "mse_se": per_image.std().item() / per_image.numel() ** 0.5,
-                           # PSNR of the whole test set as one image: 10 log10(1 / MSE over all pixels)
-                           "psnr": psnr(x_hat.double().reshape(1, -1), x_test.double().reshape(1, -1)).item(),
-                           "mse_clipped": (x_hat.clamp(0, 1) - x_test).pow(2).mean().item()}
+    denoising = _denoising_rows(est, x_test)
     rows = ["clean", "noisy", "wiener", "vae_recon", "vae_energy", "deen", "uvb"]
     show = torch.arange(10)
     imgs = {"clean": x_test[show], "noisy": y_test[show], **{k: est[k][show] for k in rows[2:]}}
@@ -236,3 +271,114 @@ def _evaluate_sigma(sigma, models, x_test, mean, cov, eval_particles, seed, out,
     save_figure(uvb_vs_vae_figure(sigma, panels), out / f"uvb_vs_vae_sigma{tag}.png", dpi=110)
     save_figure(samples_figure(sigma, samples), out / f"samples_sigma{tag}.png", dpi=110)
     return {"denoising": denoising, "uvb_vs_vae": comparison}
+
+
+def _spread(values):
+    """Mean, standard deviation (n − 1; 0 for one value), min and max of a list of numbers."""
+    v = torch.tensor(values, dtype=torch.float64)
+    return {"mean": v.mean().item(), "sd": v.std().item() if len(values) > 1 else 0.0, "min": v.min().item(),
+            "max": v.max().item(), "n": len(values)}
+
+
+def uvb_vs_deen_matched(
+    out="results/empirical_bayes",
+    sigmas=(0.5, 1.0),
+    seeds=(0, 1, 2),
+    *,
+    test_size=DEFAULTS["test_size"],
+    eval_particles=10,
+    progress=True,
+    **budget,
+):
+    r"""
+    UVB against DEEN at equal capacity and equal budget (CLI ``uvb-denoise --capacity matched``): at each σ
+    and seed, UVB's VAE gets equal hidden layers as wide as makes its parameter count closest to DEEN's
+    (:func:`~.models.matched_hidden_dims`, within :data:`~.models.MATCH_TOLERANCE`; the depth and ``z_dim``
+    of ``hidden_dims`` are kept, their width is replaced), and both are trained with the same optimiser,
+    batch size and number of epochs (:func:`~.models.train_model`, seeded by the seed). The Wiener filter
+    and the mean training image are the baselines.
+
+    Every seed is evaluated on the same test images with the same noise draw :math:`y = x + \sigma\varepsilon`,
+    so the spread over seeds is that of training alone. Per seed: MSE per pixel ± 1 s.e. over images and
+    PSNR of each method, and the paired per-image MSE differences UVB − DEEN, UVB − Wiener and DEEN −
+    Wiener (± their s.e.); over seeds: mean, standard deviation, min and max.
+
+    Writes ``uvb_vs_deen_matched.json``, ``uvb_vs_deen_matched.md`` and ``uvb_vs_deen_matched.png`` to ``out``;
+    checkpoints (``<kind>_sigma<σ>_seed<s>_h<layers>.pt``) in ``out/checkpoints``, one stage result per σ
+    and seed in ``out/stages``. Rerunning resumes; DEEN's checkpoints at the default architecture are shared
+    with :func:`uvb_denoise` in the same folder.
+
+    :param seeds: the seeds of the models (initialization, mini-batch order, training noise and latents).
+    :param budget: the settings of the models, keywords of :class:`Budget` (``hidden_dims`` sets only the
+        depth of the VAE; ``seed`` is ignored in favour of ``seeds``).
+    :returns: the results dictionary (also in ``uvb_vs_deen_matched.json``).
+    """
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
+    budget = dataclasses.replace(Budget(**budget), seed=seeds[0])
+    base = budget.config(test_size)
+    hidden = matched_hidden_dims(base)
+    sigmas = [float(s) for s in sigmas]
+    run = ExperimentRun(out, budget)
+    out, device = run.out, run.device
+    x_test, _ = load_mnist("test", test_size, 1, budget.data_root)
+    results = {
+        "config": jsonable(dict(base, hidden_dims=hidden, sigmas=sigmas, seeds=seeds, eval_particles=eval_particles,
+                                noise_seed=NOISE_SEED, device=str(device), match_tolerance=MATCH_TOLERANCE)),
+        "parameters": {}, "denoising": {}, "paired": {}, "summary": {}, "training": {},
+    }
+    with pyro.settings.context(module_local_params=True):
+        for sigma in sigmas:
+            tag = sigma_tag(sigma)
+            y_test = x_test + sigma * torch.randn(x_test.shape, generator=torch.Generator().manual_seed(NOISE_SEED))
+            results["denoising"][tag], results["paired"][tag] = {}, {}
+            for seed in seeds:
+                cfg = dict(base, seed=seed, hidden_dims=hidden)
+                x_train = run.x_train if seed == seeds[0] else load_mnist("train", budget.train_size, seed,
+                                                                           budget.data_root)[0]
+                models = {}
+                for kind in ("uvb", "deen"):
+                    models[kind], state = train_model(kind, sigma, cfg, x_train, out, device, progress)
+                    results["parameters"][kind] = sum(p.numel() for p in models[kind].parameters())
+                    results["training"][f"{kind}_sigma{tag}_seed{seed}"] = {
+                        "epochs": state["epoch"], "losses": state["losses"], "seconds": round(state["seconds"], 1)}
+                stage_key = jsonable(dict(cfg, sigma=sigma, eval_particles=eval_particles, noise_seed=NOISE_SEED))
+                stage_path = out / "stages" / f"matched_sigma{tag}_seed{seed}.json"
+                stage = read_json(stage_path)
+                if stage is None or stage.get("key") != stage_key:
+                    stage = {"key": stage_key, **_evaluate_matched(sigma, models, x_train, x_test, y_test,
+                                                                   eval_particles, seed, device, progress)}
+                    write_json(stage_path, stage)
+                results["denoising"][tag][str(seed)] = stage["denoising"]
+                results["paired"][tag][str(seed)] = stage["paired"]
+            results["summary"][tag] = {
+                name: {metric: _spread([results["denoising"][tag][str(s)][name][metric] for s in seeds])
+                       for metric in ("mse", "psnr")}
+                for name in MATCHED_METHODS
+            }
+            results["summary"][tag]["uvb_minus_deen"] = _spread(
+                [results["paired"][tag][str(s)]["uvb_minus_deen"]["mean"] for s in seeds])
+    n_uvb, n_deen = results["parameters"]["uvb"], results["parameters"]["deen"]
+    results["parameters"]["relative_difference"] = (n_uvb - n_deen) / n_deen
+    save_figure(matched_figure(results), out / "uvb_vs_deen_matched.png", dpi=100)
+    return run.finish("uvb_vs_deen_matched", results, matched_markdown)
+
+
+def _evaluate_matched(sigma, models, x_train, x_test, y_test, eval_particles, seed, device, progress):
+    mean, cov = _wiener(x_train)
+    wiener = GaussianEnergy.smoothed(mean, cov, sigma).to(device)
+    uvb_energy = model_energy("uvb", models["uvb"], eval_particles)
+    mean_dev = mean.float().to(device)
+    torch.manual_seed(seed)
+    methods = {
+        "identity": lambda y: y,
+        "mean": lambda y: mean_dev.expand_as(y),
+        "wiener": lambda y: bayes_estimator(wiener, y.double(), sigma).float(),
+        "deen": lambda y: bayes_estimator(models["deen"], y, sigma),
+        "uvb": lambda y: bayes_estimator(uvb_energy, y, sigma),
+    }
+    est = _denoise_all(methods, y_test, 250, device, progress, f"denoise σ={sigma:g} seed {seed}")
+    paired = {f"{a}_minus_{b}": _paired_difference(est[a], est[b], x_test)
+              for a, b in (("uvb", "deen"), ("uvb", "wiener"), ("deen", "wiener"))}
+    return {"denoising": _denoising_rows(est, x_test), "paired": paired}

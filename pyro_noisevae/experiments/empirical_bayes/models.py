@@ -16,11 +16,15 @@ from ..common import load_split, load_torch, save_torch
 __all__ = [
     "DEFAULTS",
     "KINDS",
+    "MATCH_TOLERANCE",
     "Classifier",
+    "checkpoint_name",
     "jsonable",
     "load_mnist",
+    "matched_hidden_dims",
     "model_energy",
     "model_meta",
+    "parameter_count",
     "sigma_tag",
     "train_classifier",
     "train_model",
@@ -42,6 +46,9 @@ DEFAULTS = dict(
 
 #: the models trained at each σ
 KINDS = ("vae", "uvb", "deen")
+
+#: largest relative difference between the parameter counts of UVB's VAE and DEEN at matched capacity
+MATCH_TOLERANCE = 0.05
 
 
 def sigma_tag(sigma):
@@ -67,6 +74,54 @@ def _build(kind, sigma, cfg):
     if kind == "deen":
         return DEEN(784, cfg["deen_hidden_dims"])
     raise ValueError(kind)
+
+
+def parameter_count(kind, cfg):
+    """Number of parameters of the model ``kind`` (``vae``, ``uvb`` or ``deen``) with the settings ``cfg``."""
+    return sum(p.numel() for p in _build(kind, 1.0, cfg).parameters())
+
+
+def matched_hidden_dims(cfg, depth=None):
+    """
+    Hidden layers ``(H,) * depth`` (default: as many as ``cfg["hidden_dims"]``) of the VAE behind UVB whose
+    parameter count is the closest to DEEN's with ``cfg["deen_hidden_dims"]``: the "equal capacity"
+    comparison grows the VAE rather than shrink DEEN, whose first layer must stay at least 784 wide (784² =
+    614,656 weights alone already exceed the default VAE's 558,928 parameters).
+
+    :raises ValueError: if no width brings the VAE within :data:`MATCH_TOLERANCE` of DEEN.
+    """
+    depth = len(cfg["hidden_dims"]) if depth is None else int(depth)
+    target = parameter_count("deen", cfg)
+
+    def count(h):
+        return parameter_count("uvb", dict(cfg, hidden_dims=(h,) * depth))
+
+    lo, hi = 1, 1
+    while count(hi) < target:  # the count grows with the width: bracket the target, then bisect
+        lo, hi = hi, 2 * hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if count(mid) < target else (lo, mid)
+    h = min((lo, hi), key=lambda w: abs(count(w) - target))
+    if abs(count(h) - target) > MATCH_TOLERANCE * target:
+        raise ValueError(f"no VAE of {depth} equal hidden layers has {target} parameters within "
+                         f"{MATCH_TOLERANCE:.0%}")
+    return (h,) * depth
+
+
+def checkpoint_name(kind, sigma, cfg):
+    """
+    File name of a model's checkpoint: ``<kind>_sigma<σ>.pt`` at the default seed and architecture, with
+    ``_seed<s>`` and ``_h<layers>`` appended when they differ, so that the models of several seeds and
+    capacities live side by side in one folder (and the default run's names are unchanged).
+    """
+    name = f"{kind}_sigma{sigma_tag(sigma)}"
+    if int(cfg["seed"]) != DEFAULTS["seed"]:
+        name += f"_seed{int(cfg['seed'])}"
+    key = "deen_hidden_dims" if kind == "deen" else "hidden_dims"
+    if tuple(cfg[key]) != tuple(DEFAULTS[key]):
+        name += "_h" + "x".join(str(int(h)) for h in cfg[key])
+    return name + ".pt"
 
 
 def model_energy(kind, module, num_particles=1):
@@ -106,14 +161,14 @@ class _EpochDraws:
 def train_model(kind, sigma, cfg, x_train, out, device, progress):
     """
     Train (or resume, or load) one model on :class:`~pyro_noisevae.training.FitLoop`; a checkpoint
-    (``out/checkpoints/<kind>_sigma<σ>.pt``, written atomically) after every epoch.
+    (``out/checkpoints/`` :func:`checkpoint_name`, written atomically) after every epoch.
 
     ``vae``: plain σ-VAE, ELBO on clean data (TraceMeanField_ELBO). ``uvb``: the same VAE trained by
     :func:`~pyro_noisevae.empirical_bayes.denoising_loss` through its ELBO energy. ``deen``: MLP energy, same
     objective. The losses are per-epoch means of the mini-batch means. SIGINT/SIGTERM stop after the current
     step and raise ``KeyboardInterrupt``; rerunning resumes from the last finished epoch (the same draws).
     """
-    ckpt_path = Path(out) / "checkpoints" / f"{kind}_sigma{sigma_tag(sigma)}.pt"
+    ckpt_path = Path(out) / "checkpoints" / checkpoint_name(kind, sigma, cfg)
     ckpt_path.parent.mkdir(parents=True, exist_ok=True)
     meta = model_meta(kind, sigma, cfg)
     torch.manual_seed(cfg["seed"])

@@ -2,6 +2,8 @@
 
 import math
 
+import matplotlib
+import matplotlib.patches
 import torch
 
 from ..common import figure
@@ -9,10 +11,14 @@ from .models import KINDS
 
 __all__ = [
     "METHOD_LABELS",
+    "chains_figure",
+    "chains_markdown",
     "classes_figure",
     "denoise_figure",
     "denoise_markdown",
     "jumps_figure",
+    "matched_figure",
+    "matched_markdown",
     "samples_figure",
     "training_figure",
     "uvb_vs_vae_figure",
@@ -182,3 +188,172 @@ def walk_markdown(res):
             f"{s['classes_visited_confident']} | {s['transitions_confident']} | {s['mean_confidence']:.2f} | {' '.join(map(str, s['class_counts']))} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _sigma(tag):
+    return tag.replace("p", ".")
+
+
+def _sorted_tags(d):
+    return sorted(d, key=lambda t: float(_sigma(t)))
+
+
+def matched_markdown(res):
+    """The tables of :func:`~.denoising.uvb_vs_deen_matched`: per seed, over seeds, paired differences, training."""
+    cfg, par = res["config"], res["parameters"]
+    tags = _sorted_tags(res["denoising"])
+    seeds = [str(s) for s in cfg["seeds"]]
+    methods = [m for m in METHOD_LABELS if m in res["denoising"][tags[0]][seeds[0]]]
+    lines = ["# UVB vs DEEN at equal capacity and equal budget, MNIST test denoising", ""]
+    lines.append(
+        f"UVB: σ-VAE z_dim {cfg['z_dim']}, hidden {cfg['hidden_dims']}, {par['uvb']:,} parameters. DEEN: hidden "
+        f"{cfg['deen_hidden_dims']}, {par['deen']:,} parameters (difference {100 * par['relative_difference']:+.2f}%, "
+        f"tolerance ±{100 * cfg['match_tolerance']:.0f}%). Both: Adam lr {cfg['lr']}, batch {cfg['batch_size']}, "
+        f"{cfg['epochs']} epochs on {cfg['train_size'] or 50000} training images, seeds {', '.join(seeds)}. "
+        f"Evaluation on {cfg['test_size'] or 10000} test images with one noise draw shared by all seeds; UVB's "
+        f"ELBO energy averaged over {cfg['eval_particles']} latent samples. MSE per pixel (unclipped estimates) "
+        "± 1 s.e. over images; PSNR = 10 log10(1/MSE)."
+    )
+    for t in tags:
+        lines += ["", f"## σ = {_sigma(t)}: each seed, MSE ± s.e. (PSNR dB)", ""]
+        lines += ["| method | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---|" + "---:|" * len(seeds)]
+        for m in methods:
+            cells = [f"{r['mse']:.4f} ± {r['mse_se']:.4f} ({r['psnr']:.2f})"
+                     for r in (res["denoising"][t][s][m] for s in seeds)]
+            lines.append(f"| {METHOD_LABELS[m]} | " + " | ".join(cells) + " |")
+    lines += ["", f"## Over the {len(seeds)} seeds: mean ± standard deviation [min, max]", ""]
+    lines += ["| method | " + " | ".join(f"MSE σ={_sigma(t)} | PSNR σ={_sigma(t)}" for t in tags) + " |",
+              "|---|" + "---:|---:|" * len(tags)]
+    for m in methods:
+        cells = []
+        for t in tags:
+            a, b = res["summary"][t][m]["mse"], res["summary"][t][m]["psnr"]
+            cells.append(f"{a['mean']:.4f} ± {a['sd']:.4f} [{a['min']:.4f}, {a['max']:.4f}] | "
+                         f"{b['mean']:.2f} ± {b['sd']:.2f} [{b['min']:.2f}, {b['max']:.2f}]")
+        lines.append(f"| {METHOD_LABELS[m]} | " + " | ".join(cells) + " |")
+    lines += ["", "## Paired per-image differences of MSE (negative: the first is better), ± 1 s.e. over images", "",
+              "| σ | seed | UVB − DEEN | images where UVB beats DEEN | UVB − Wiener | DEEN − Wiener |",
+              "|---|---|---:|---:|---:|---:|"]
+    for t in tags:
+        for s in seeds:
+            p = res["paired"][t][s]
+            cell = "{mean:+.5f} ± {se:.5f}".format
+            lines.append(f"| {_sigma(t)} | {s} | {cell(**p['uvb_minus_deen'])} | "
+                         f"{100 * p['uvb_minus_deen']['fraction_a_better']:.1f}% | {cell(**p['uvb_minus_wiener'])} | "
+                         f"{cell(**p['deen_minus_wiener'])} |")
+    lines += ["", "## Training", "", "| model | epochs | final loss ‖x − x̂‖² | seconds |", "|---|---:|---:|---:|"]
+    for key, rec in sorted(res["training"].items()):
+        lines.append(f"| {key} | {rec['epochs']} | {rec['losses'][-1]:.3f} | {rec['seconds']} |")
+    return "\n".join(lines) + "\n"
+
+
+def matched_figure(res):
+    """PSNR of DEEN and UVB per seed at each σ, with the Wiener filter and the mean image as lines."""
+    tags = _sorted_tags(res["denoising"])
+    fig = figure(figsize=(4 * len(tags), 3))
+    axes = fig.subplots(1, len(tags), squeeze=False)[0]
+    for ax, t in zip(axes, tags):
+        for i, m in enumerate(("deen", "uvb")):
+            vals = [r[m]["psnr"] for r in res["denoising"][t].values()]
+            ax.plot([i] * len(vals), vals, "o", alpha=0.7, label=f"{m.upper()} (one dot per seed)")
+        for m, style in (("wiener", "--"), ("mean", ":")):
+            ax.axhline(res["summary"][t][m]["psnr"]["mean"], ls=style, color="gray", label=METHOD_LABELS[m])
+        ax.set_xticks([0, 1], ["DEEN", "UVB"])
+        ax.set_xlim(-0.6, 1.6)
+        ax.set_ylabel("PSNR (dB)")
+        ax.set_title(f"σ = {_sigma(t)}, equal parameter counts", fontsize=9)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+#: per-chain statistics summarized over chains by :func:`chains_markdown`, with their column titles
+CHAIN_COLUMNS = {
+    "classes_visited": "classes visited",
+    "transitions": "class changes",
+    "confident_fraction": "confident fraction",
+    "classes_visited_confident": "classes visited (confident)",
+    "transitions_confident": "class changes (confident)",
+}
+
+
+def chains_markdown(res):
+    """The tables of :func:`~.walk_jump.walk_jump_chains`: summary over chains per energy and step, then each chain."""
+    cfg = res["config"]
+    runs = res["runs"]
+    first = next(iter(runs.values()))
+    thr = first["summary"]["confident_threshold"]
+    lines = ["# Walk-jump sampling with many chains on MNIST", ""]
+    lines.append(
+        f"σ = {cfg['sigma']}, {cfg['num_chains']} chains per energy and step size, run in parallel (one batch), "
+        f"each started from its own U(0,1) + N(0, σ²) draw; {cfg['num_steps']} BAOAB underdamped Langevin steps "
+        f"(step δ = eps_scale·σ, friction {cfg['friction']}, inverse mass {cfg['inverse_mass']}); a jump x̂(y) every "
+        f"{cfg['jump_every']} steps, the one at step 0 excluded. UVB energy averaged over {cfg['energy_particles']} "
+        f"latent samples per step. Models: UVB hidden {cfg['hidden_dims']}, DEEN hidden {cfg['deen_hidden_dims']}, "
+        f"seed {cfg['seed']}. Jumps labelled by the MLP classifier (MNIST test accuracy "
+        f"{100 * res['classifier_test_accuracy']:.2f}%); a jump is confident when the classifier's largest "
+        f"probability is ≥ {thr}. Cells: mean over chains [min, max]."
+    )
+    lines += ["", "| energy | eps_scale | jumps per chain | " + " | ".join(CHAIN_COLUMNS.values())
+              + " | classes over all chains | chains visiting all 10 | seconds |",
+              "|---|---:|---:|" + "---:|" * len(CHAIN_COLUMNS) + "---:|---:|---:|"]
+    for r in runs.values():
+        sm = r["summary"]
+        cells = []
+        for key in CHAIN_COLUMNS:
+            a = sm[key]
+            mean_fmt, range_fmt = ("{:.2f}", "{:.2f}") if key == "confident_fraction" else ("{:.1f}", "{:g}")
+            cells.append(f"{mean_fmt.format(a['mean'])} [{range_fmt.format(a['min'])}, {range_fmt.format(a['max'])}]")
+        lines.append(f"| {r['model'].upper()} | {r['eps_scale']:g} | {sm['jumps_per_chain']} | " + " | ".join(cells)
+                     + f" | {sm['classes_over_all_chains']} | {sm['chains_visiting_all_classes']} / "
+                     f"{sm['num_chains']} | {r['seconds']} |")
+    lines += ["", "## Classes over all chains", "", "| energy | eps_scale | jumps per class 0..9, all chains | "
+              "jump by which a chain has seen all 10 classes (median, max; over the chains that do) |",
+              "|---|---:|---|---:|"]
+    for r in runs.values():
+        sm, to_all = r["summary"], r["summary"]["jumps_to_all_classes"]
+        reach = "never" if to_all is None else f"{to_all['median']}, {to_all['max']}"
+        lines.append(f"| {r['model'].upper()} | {r['eps_scale']:g} | {' '.join(map(str, sm['class_counts_all_chains']))} "
+                     f"| {reach} |")
+    lines += ["", "## Each chain", "", "| energy | eps_scale | chain | " + " | ".join(CHAIN_COLUMNS.values())
+              + " | jumps per class 0..9 |", "|---|---:|---:|" + "---:|" * len(CHAIN_COLUMNS) + "---|"]
+    for r in runs.values():
+        for c, st in enumerate(r["chains"]):
+            vals = [f"{st[k]:.2f}" if k == "confident_fraction" else str(st[k]) for k in CHAIN_COLUMNS]
+            lines.append(f"| {r['model'].upper()} | {r['eps_scale']:g} | {c} | " + " | ".join(vals)
+                         + f" | {' '.join(map(str, st['class_counts']))} |")
+    return "\n".join(lines) + "\n"
+
+
+def chains_figure(kind, eps_scale, jumps, steps, labels, conf, sigma, threshold, num_times=20):
+    """
+    Chains × time: the jumps ``(J, C, 784)`` of every chain (rows) at ``num_times`` evenly spaced jumps
+    (columns), and below, every jump's classifier label (colour) of every chain, faded where the label's
+    probability is under ``threshold``.
+    """
+    num_jumps, num_chains = labels.shape
+    idx = torch.linspace(1, num_jumps - 1, min(num_times, num_jumps - 1)).round().long().unique()
+    fig = figure(figsize=(max(8.0, 0.45 * len(idx) + 1), 0.45 * num_chains * 1.45 + 1.6))
+    top, bottom = fig.subplots(2, 1, gridspec_kw={"height_ratios": [num_chains, 0.45 * num_chains]})
+    grid = jumps[idx].transpose(0, 1).reshape(-1, jumps.shape[-1])  # row c: chain c over time
+    top.imshow(_grid(grid, len(idx)), cmap="gray", vmin=0, vmax=1)
+    top.set_xticks([(28 + 1) * i + 15 for i in range(len(idx))], [str(int(steps[i])) for i in idx.tolist()],
+                   fontsize=5, rotation=90)
+    top.set_yticks([(28 + 1) * c + 15 for c in range(num_chains)], [str(c) for c in range(num_chains)], fontsize=6)
+    top.set_ylabel("chain", fontsize=8)
+    top.set_xlabel("Langevin step of the jump", fontsize=7)
+    cmap = matplotlib.colormaps["tab10"]
+    rgba = torch.tensor(cmap(labels[1:].T.numpy()))  # integer labels index tab10's 10 colours
+    rgba[..., 3] = torch.where(conf[1:].T >= threshold, 1.0, 0.25)
+    bottom.imshow(rgba.numpy(), aspect="auto", interpolation="nearest",
+                  extent=(float(steps[1]), float(steps[-1]), num_chains - 0.5, -0.5))
+    bottom.set_xlabel("Langevin step", fontsize=7)
+    bottom.set_ylabel("chain", fontsize=8)
+    bottom.tick_params(labelsize=6)
+    handles = [matplotlib.patches.Patch(color=cmap(k), label=str(k)) for k in range(10)]
+    bottom.legend(handles=handles, ncol=10, fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.35),
+                  frameon=False, title=f"classifier label (faded: probability < {threshold})", title_fontsize=6)
+    name = {"uvb": "UVB", "deen": "DEEN"}.get(kind, kind)
+    fig.suptitle(f"{name} walk-jump, σ = {sigma:g}, step δ = {eps_scale:g}σ: {num_chains} chains × time", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*tight_layout.*")
 def test_uvb_denoise_outputs(denoised):
     out, res = denoised
     for name in ("uvb_denoise.json", "uvb_denoise.md", "denoise_sigma1.png", "uvb_vs_vae_sigma1.png",
-                 "samples_sigma1.png", "training_curves.png", "checkpoints/uvb_sigma1.pt", "stages/denoise_sigma1.json"):
+                 "samples_sigma1.png", "training_curves.png", "checkpoints/uvb_sigma1_h8.pt",
+                 "stages/denoise_sigma1.json"):
         assert (out / name).is_file(), name
     table = res["denoising"]["1"]
     assert set(table) == {"identity", "mean", "wiener", "vae_recon", "vae_energy", "deen", "uvb"}
@@ -27,7 +28,9 @@ def test_uvb_denoise_outputs(denoised):
     assert "| UVB (ELBO energy, denoising-trained) |" in (out / "uvb_denoise.md").read_text()
 
 
-def test_different_architecture_in_the_same_folder_is_refused(denoised, tiny, data_root):
+def test_different_settings_in_the_same_folder_are_refused(denoised, tiny, data_root):
+    # another architecture or seed gets its own checkpoint name (models.checkpoint_name); another optimiser
+    # setting under the same name is refused
     out, _ = denoised
     with pytest.raises(ValueError, match="different settings"):
-        uvb_denoise(out, sigmas=(1.0,), test_size=20, data_root=data_root, **dict(tiny, hidden_dims=(9,)))
+        uvb_denoise(out, sigmas=(1.0,), test_size=20, data_root=data_root, **dict(tiny, lr=2e-3))

@@ -27,7 +27,7 @@ def test_train_model_resumed_from_an_epoch_checkpoint_equals_one_run(kind, tmp_p
     resumed, resumed_state = models.train_model(kind, 1.0, dict(CFG, epochs=2), x, tmp_path / "b", "cpu", False)
     assert resumed_state["epoch"] == 2 and resumed_state["losses"] == whole_state["losses"]
     assert all(torch.equal(a, b) for a, b in zip(_state(whole).values(), _state(resumed).values()))
-    assert (tmp_path / "b" / "checkpoints" / f"{kind}_sigma1.pt").is_file()
+    assert (tmp_path / "b" / "checkpoints" / f"{kind}_sigma1_h8.pt").is_file()  # non-default layers in the name
 
 
 def test_train_model_interrupted_stops_after_the_step_and_resumes(tmp_path, monkeypatch):
