@@ -53,7 +53,7 @@ __all__ = [
 #: :class:`~pyro_noisevae.training.TrainConfig` fields that never change the trained weights: left out of run
 #: hashes, and free to differ when a run folder is reused
 NOT_IN_HASH = frozenset({"out", "device", "data_root", "log_every", "eval_size", "eval_split", "noisy_eval_std",
-                         "patience"})
+                         "patience", "lr_drops"})
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -33,6 +33,8 @@ class TrainBudget(ModelBudget):
     :ivar int patience: early stopping (``None``: off): each model stops once its validation bound (ELBO, or
         IWAE-K for IWAE models) has not improved for this many epochs, measured after every epoch on the
         whole validation split, and delivers the weights of its best epoch.
+    :ivar int lr_drops: with ``patience``, the first ``lr_drops`` plateaus divide the learning rate by 10
+        instead of stopping.
     :ivar int train_size: random subset of the training split (``None``: all of it, e.g. 50,000 binarized-MNIST or
         4,100 Caltech 101 images; a larger size means the whole split).
     :ivar int batch_size, lr: mini-batch size and Adam learning rate.
@@ -45,6 +47,7 @@ class TrainBudget(ModelBudget):
     hidden: int = 200
     activation: str = "softplus"
     patience: int | None = None
+    lr_drops: int = 0
 
     def __post_init__(self):
         super().__post_init__()
@@ -58,7 +61,7 @@ class TrainBudget(ModelBudget):
         whole validation split (``settings`` must then name ``eval_split="valid"``)."""
         settings.setdefault("activation", self.activation)
         if self.patience is not None:
-            settings.update(patience=int(self.patience), eval_size=None)
+            settings.update(patience=int(self.patience), lr_drops=int(self.lr_drops), eval_size=None)
         return super().train_config(**settings)
 
 
@@ -109,6 +112,9 @@ def add_train_budget_arguments(p, epochs, epochs_help=None):
     g.add_argument("--patience", type=int, default=None,
                    help="early stopping: stop a model after this many epochs without a better validation bound and "
                         "keep its best epoch (--epochs is then the cap; default: off)")
+    g.add_argument("--lr-drops", type=int, default=0,
+                   help="with --patience: divide the learning rate by 10 on the first N validation plateaus instead "
+                        "of stopping (default 0)")
     g.add_argument("--train-size", type=int, default=None,
                    help="random subset of the training split (default: all of it)")
     g.add_argument("-b", "--batch-size", type=int, default=d.batch_size)
@@ -127,4 +133,4 @@ def train_budget_from_args(args):
     return TrainBudget(epochs=args.epochs, train_size=args.train_size, batch_size=args.batch_size, lr=args.lr,
                        z_dim=args.z_dim, hidden=args.hidden, seed=args.seed, device=args.device,
                        data_root=args.data_root, activation=args.activation,
-                       patience=args.patience)
+                       patience=args.patience, lr_drops=args.lr_drops)

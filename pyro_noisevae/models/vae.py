@@ -141,8 +141,9 @@ class VAE(PyroModule):
             :class:`~pyro_noisevae.guides.DenoisingGuide` with ``num_corruptions=M > 1`` passes (its message
             names the guide to build instead)."""
         if x is not None and x.dim() > 2:
-            raise ValueError(f"VAE.guide takes x of shape (batch, features), got {tuple(x.shape)}; a DenoisingGuide "
-                             "with num_corruptions > 1 passes (M, batch, features): build it with "
+            raise ValueError(f"VAE.guide takes x of shape (batch, features), got {tuple(x.shape)}: flatten images "
+                             "with x.flatten(1); a DenoisingGuide with num_corruptions > 1 passes (M, batch, "
+                             "features), so build it with "
                              "DenoisingGuide.from_encoder(vae.encoder, corruption, num_corruptions=M) instead of "
                              "DenoisingGuide(vae.guide, ...)")
         x = self._check(x)

@@ -125,7 +125,7 @@ def _add_train_parser(subparsers):
         "train",
         help="train a sigma-VAE (or another noise-model VAE) and write a run folder",
         description="Train a VAE with SVI. Writes config.json, metrics.jsonl, checkpoint.pt and PNGs to --out. "
-                    "With --resume, the run's saved settings apply; only run-control flags (--epochs, --patience, --device, "
+                    "With --resume, the run's saved settings apply; only run-control flags (--epochs, --patience, --lr-drops, --device, "
                     "--data-root, --log-every, --distributed, --no-fast-path, --no-progress) may be given.",
     )
     g = p.add_argument_group("data")
@@ -147,6 +147,9 @@ def _add_train_parser(subparsers):
     g.add_argument("--patience", type=POSITIVE_INT,
                    help="early stopping: stop after this many epochs without a better validation bound (needs "
                         "--eval-split valid); the best epoch's weights are kept in best.pt, --epochs is the cap")
+    g.add_argument("--lr-drops", type=int,
+                   help="with --patience: divide the learning rate by 10 on the first N validation plateaus instead "
+                        "of stopping (default 0)")
     g.add_argument("--distributed", action="store_true", default=None,
                    help="data-parallel over torchrun processes (gloo on CPU, nccl on CUDA); --batch-size is the "
                         "global batch, split across processes")

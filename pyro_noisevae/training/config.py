@@ -42,7 +42,7 @@ ACTIVATIONS = ("softplus", "relu", "tanh", "elu")
 BINARIZE = ("threshold", "dynamic")
 
 #: settings that control how a run is executed, not what it computes: the only ones ``--resume`` may change
-RUN_CONTROL = ("epochs", "patience", "device", "data_root", "log_every", "distributed", "fast_path", "out")
+RUN_CONTROL = ("epochs", "patience", "lr_drops", "device", "data_root", "log_every", "distributed", "fast_path", "out")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -91,6 +91,13 @@ def _integer(value):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ValueError(f"must be an integer, got {value!r}")
     return int(value)
+
+
+def _integer_at_least_zero(value):
+    value = _integer(value)
+    if value < 0:
+        raise ValueError(f"must be an integer >= 0, got {value!r}")
+    return value
 
 
 def _optional(check):
@@ -142,6 +149,7 @@ _CHECKS = {
     "seed": _integer,
     "max_steps": _optional(positive_int),
     "patience": _optional(positive_int),
+    "lr_drops": _integer_at_least_zero,
     "log_every": positive_int,
     "noisy_eval_std": nonnegative_float,
     "device": _device,
@@ -168,8 +176,10 @@ class TrainConfig:
     Early stopping: ``patience`` (``None``: off): after every epoch the run measures the bound it trains on (the
     ELBO, or the IWAE-K bound for ``objective="iwae"``) on ``eval_split``, which must then be
     ``"valid"``; it keeps the weights of the best epoch in ``best.pt`` and stops once ``patience`` epochs in a row
-    have not improved on it (``epochs`` is then the cap).
-    Execution (:data:`RUN_CONTROL`, the settings a resumed run may change): ``epochs``, ``patience``, ``device``,
+    have not improved on it (``epochs`` is then the cap). With ``lr_drops = n > 0``, the first ``n`` such plateaus
+    divide the learning rate by 10 instead of stopping, and the count of stale epochs restarts at the drop.
+    Execution (:data:`RUN_CONTROL`, the settings a resumed run may change): ``epochs``, ``patience``,
+    ``lr_drops``, ``device``,
     ``data_root``, ``log_every``, ``distributed`` (DDP over ``torchrun`` processes), ``fast_path`` (train with
     the fused tensor objective :class:`~pyro_noisevae.models.FusedVAEObjective`, the same estimator and random
     draws as the Pyro programs; ``False`` runs the Pyro ELBO on the programs of
@@ -208,6 +218,7 @@ class TrainConfig:
     device: str = "cpu"
     max_steps: int | None = None
     patience: int | None = None
+    lr_drops: int = 0
     log_every: int = 50
     noisy_eval_std: float = 0.5
     out: str = "runs/sigma_vae"
@@ -238,6 +249,9 @@ class TrainConfig:
         if self.patience is not None and self.eval_split != "valid":
             raise ValueError(f"early stopping (patience) selects the epoch on eval_split, which is {self.eval_split!r}; "
                              "set eval_split='valid' (--eval-split valid) so the test split is never used to select")
+        if self.lr_drops and self.patience is None:
+            raise ValueError("lr_drops divides the learning rate on a validation plateau, which needs patience "
+                             "(--patience N --eval-split valid)")
         if self.patience is not None and self.distributed:
             raise ValueError("early stopping (patience) is not implemented for distributed runs; drop --patience or "
                              "--distributed")

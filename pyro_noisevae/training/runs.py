@@ -174,9 +174,21 @@ def _train(cfg, folder, ctx, *, resume, overwrite, progress):
 
         def no_improvement(loop):
             stale = epochs_without_improvement(history)
-            if stale is not None and stale >= cfg.patience:
-                return f"early stop: no improvement of the validation bound for {stale} epochs"
-            return None
+            if stale is None or stale < cfg.patience:
+                return None
+            drops = sum(h.get("kind") == "lr_drop" for h in history)
+            if drops < cfg.lr_drops:  # a plateau: divide the learning rate by 10 and go on
+                for group in trainer.optim.param_groups:
+                    group["lr"] *= 0.1
+                lr = trainer.optim.param_groups[0]["lr"]
+                history.append({"kind": "lr_drop", "epoch": loop.epoch, "step": loop.global_step, "lr": lr})
+                if main:
+                    folder.save_checkpoint(cfg.to_dict(), data_shape, trainer.state_dict(), history)
+                    if progress:
+                        print(f"validation plateau for {stale} epochs: learning rate divided by 10, now {lr:g} "
+                              f"(drop {drops + 1} of {cfg.lr_drops})", file=sys.stderr)
+                return None
+            return f"early stop: no improvement of the validation bound for {stale} epochs"
 
         loop = trainer.loop
         loop.epochs, loop.progress, loop.desc = cfg.epochs, progress, "epoch"
@@ -295,14 +307,16 @@ def _best_eval(history):
 
 def epochs_without_improvement(history):
     """
-    Epochs since the best validation bound in a run's ``history`` (its ``eval`` records with ``eval_bound``); the
-    first best counts when two are equal. ``None`` when no epoch has been evaluated.
+    Epochs since the best validation bound in a run's ``history`` (its ``eval`` records with ``eval_bound``), or
+    since its last learning-rate drop (``lr_drop`` record) if that came later; the first best counts when two are
+    equal. ``None`` when no epoch has been evaluated.
     """
     evals = [h for h in history if h.get("kind") == "eval" and "eval_bound" in h]
     if not evals:
         return None
-    best = _best_eval(evals)
-    return evals[-1]["epoch"] - best["epoch"]
+    since = _best_eval(evals)["epoch"]
+    drops = [h["epoch"] for h in history if h.get("kind") == "lr_drop"]
+    return evals[-1]["epoch"] - max([since, *drops])
 
 
 def _subset(data, size, seed):

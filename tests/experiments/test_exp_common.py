@@ -30,9 +30,9 @@ def test_run_digest_covers_exactly_the_weight_settings():
     base = TrainConfig()
     assert len(run_digest(base)) == 8
     moved = TrainConfig(out="elsewhere", device="cuda", data_root="/x", log_every=7, eval_size=3, eval_split="valid",
-                        noisy_eval_std=0.1, patience=4)
+                        noisy_eval_std=0.1, patience=4, lr_drops=2)
     assert {"out", "device", "data_root", "log_every", "eval_size", "eval_split", "noisy_eval_std",
-            "patience"} == NOT_IN_HASH
+            "patience", "lr_drops"} == NOT_IN_HASH
     assert run_digest(moved) == run_digest(base)
     for changed in (dict(sigma=0.3), dict(epochs=2), dict(seed=1), dict(hidden_dims=(10,)), dict(extra={"a": 1})):
         assert run_digest(TrainConfig(**changed)) != run_digest(base), changed

@@ -115,6 +115,8 @@ def test_epochs_without_improvement():
     assert epochs_without_improvement([rec(1, -5.0), {"kind": "train", "epoch": 1}, rec(2, -4.0)]) == 0
     assert epochs_without_improvement([rec(1, -5.0), rec(2, -4.0), rec(3, -4.5), rec(4, -4.1)]) == 2
     assert epochs_without_improvement([rec(1, -4.0), rec(2, -4.0), rec(3, -4.0)]) == 2  # a tie is no improvement
+    drop = {"kind": "lr_drop", "epoch": 3, "lr": 1e-4}
+    assert epochs_without_improvement([rec(1, -4.0), rec(2, -4.5), rec(3, -4.4), drop, rec(4, -4.2)]) == 1
 
 
 def test_patience_selects_on_the_validation_split_only():
@@ -135,3 +137,38 @@ def test_best_weights_of_a_run_without_early_stopping_are_refused(tmp_path):
         load_run(out, weights="best")
     with pytest.raises(ValueError, match="weights must be one of"):
         load_run(out, weights="newest")
+
+
+def test_lr_drops_divide_the_learning_rate_on_a_plateau_then_stop(tmp_path):
+    out = tmp_path / "drops"
+    _, history = train(_cfg(out, patience=2, lr_drops=1, epochs=80), progress=False)
+    drops = [h for h in history if h["kind"] == "lr_drop"]
+    evals = _evals(history)
+    assert len(drops) == 1 and drops[0]["lr"] == pytest.approx(1e-3, rel=1e-12)
+    drop = drops[0]["epoch"]
+    # the drop came on the first plateau: 2 stale epochs after the best epoch up to then
+    before = [h for h in evals if h["epoch"] <= drop]
+    assert drop - max(before, key=lambda h: h["eval_bound"])["epoch"] == 2
+    # training went on at the lower rate, and stopped 2 epochs after the later of the best epoch and the drop
+    assert history[-1]["kind"] == "stop" and evals[-1]["epoch"] > drop
+    best = max(evals, key=lambda h: h["eval_bound"])["epoch"]
+    assert history[-1]["epoch"] == max(best, drop) + 2
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert all(g["lr"] == pytest.approx(1e-3, rel=1e-12) for g in ckpt["trainer"]["optim"]["param_groups"])
+
+
+def test_resuming_a_stopped_run_with_lr_drops_continues_as_an_uninterrupted_one(tmp_path):
+    _, first = train(_cfg(tmp_path / "a", patience=2, epochs=60), progress=False)
+    assert first[-1]["kind"] == "stop"
+    _, resumed = train(_cfg(tmp_path / "a", patience=2, lr_drops=1, epochs=60), resume=True, progress=False)
+    _, straight = train(_cfg(tmp_path / "b", patience=2, lr_drops=1, epochs=60), progress=False)
+    assert [h["eval_bound"] for h in _evals(resumed)] == [h["eval_bound"] for h in _evals(straight)]
+    assert [h["epoch"] for h in resumed if h["kind"] == "lr_drop"] == [
+        h["epoch"] for h in straight if h["kind"] == "lr_drop"]
+
+
+def test_lr_drops_need_patience():
+    with pytest.raises(ValueError, match="needs patience"):
+        TrainConfig(lr_drops=2, eval_split="valid")
+    with pytest.raises(ValueError, match="lr_drops must be an integer >= 0"):
+        TrainConfig(lr_drops=-1, patience=2, eval_split="valid")
