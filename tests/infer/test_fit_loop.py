@@ -6,8 +6,12 @@ import signal
 
 import pytest
 import torch
+import tqdm
 
-from pyro_noisevae.training import FitLoop, epoch_order
+from pyro_noisevae.training import FitLoop, FitResult, epoch_order
+
+# no tqdm monitor thread: a process forked while it holds tqdm's lock (mutmut forks the test process) would deadlock
+tqdm.tqdm.monitor_interval = 0
 
 N, D = 23, 3
 
@@ -32,25 +36,37 @@ def _loop(model, loss, data, **kw):
     return FitLoop(loss, opt, data, batch_size=5, epochs=4, seed=7, lr_decay=0.1, **kw)
 
 
+def _send(sig):
+    """Raise ``sig`` as a user would; fail (rather than kill or abort the test session) when FitLoop has no handler
+    installed for it or its handler raises at the first signal."""
+    handler = signal.getsignal(sig)
+    assert callable(handler) and handler is not signal.default_int_handler, f"no FitLoop handler for {sig!r}"
+    try:
+        signal.raise_signal(sig)
+    except KeyboardInterrupt:
+        raise AssertionError("the first signal raised KeyboardInterrupt instead of stopping after the step") from None
+
+
 def _interrupt_at(step):
     calls = {"n": 0}
 
     def on_log(record):
         calls["n"] += 1
         if record["step"] == step:
-            signal.raise_signal(signal.SIGINT)
+            _send(signal.SIGINT)
 
     return on_log
 
 
 def test_interrupt_stops_after_the_current_step_and_keeps_the_position():
     model, loss, data = _problem()
+    previous = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN under nohup
     loop = _loop(model, loss, data, log_every=1, on_log=_interrupt_at(7))
     result = loop.run()
     assert result.interrupted and result.signum == signal.SIGINT and result.stopped == "interrupted"
     # 5 steps per epoch: interrupted after step 7, i.e. 2 steps into the second epoch
     assert (loop.epoch, loop.step_in_epoch, loop.global_step) == (1, 2, 7) and len(result.losses) == 1
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is restored
+    assert signal.getsignal(signal.SIGINT) is previous  # the handler is restored
 
 
 @pytest.mark.parametrize("stop_at", [3, 5, 13])  # mid-epoch, at an epoch boundary, in the last epoch
@@ -175,7 +191,7 @@ def test_a_signal_during_an_inner_loop_stops_the_outer_loop_too():
 
     def inner(loop, mean):
         inner_loop = FitLoop(lambda: (w - 1).pow(2).sum(), torch.optim.SGD([w], lr=0.1), epochs=3,
-                             on_epoch_end=lambda lp, m: signal.raise_signal(signal.SIGTERM))
+                             on_epoch_end=lambda lp, m: _send(signal.SIGTERM))
         inner_results.append(inner_loop.run())
 
     outer = FitLoop(lambda: w.pow(2).sum(), torch.optim.SGD([w], lr=0.1), epochs=5, on_epoch_end=inner)
@@ -205,3 +221,236 @@ def test_bad_arguments():
         FitLoop(lambda: w.sum(), opt, batch_size=2)
     with pytest.raises(ValueError, match="lr_decay"):
         FitLoop(lambda: w.sum(), opt, lr_decay=0.0)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# issue 15 (mutation testing): the paths the tests above leave unexercised
+
+
+def test_epoch_order_is_a_permutation_that_depends_on_seed_and_epoch():
+    orders = {(s, e): epoch_order(s, e, 50) for s in (0, 1, 2) for e in (0, 1, 2)}
+    for order in orders.values():
+        assert torch.equal(order.sort().values, torch.arange(50))
+    # nine (seed, epoch) pairs, nine different orders (50! orders: a collision is practically impossible)
+    assert len({tuple(o.tolist()) for o in orders.values()}) == 9
+    assert torch.equal(epoch_order(1, 2, 50), orders[(1, 2)])  # a function of (seed, epoch) only
+    assert torch.equal(epoch_order(torch.tensor(1), 2.0, 50), orders[(1, 2)])  # as integers
+
+
+def _recording_loss(w, losses):
+    def loss(xb):
+        value = ((xb - w) ** 2).mean()
+        losses.append(value.item())
+        return value
+
+    return loss
+
+
+def test_losses_are_epoch_means_and_on_log_gets_the_mean_of_its_steps():
+    w = torch.zeros(2, requires_grad=True)
+    x = torch.arange(20.0).reshape(10, 2)
+    step_losses, records = [], []
+    loop = FitLoop(_recording_loss(w, step_losses), torch.optim.SGD([w], lr=0.01), x, batch_size=2, epochs=2,
+                   log_every=2, on_log=records.append)
+    assert loop.num_data == 10 and loop.steps_per_epoch == 5
+    result = loop.run()
+    assert len(step_losses) == 10 and loop.global_step == 10
+    for e in range(2):
+        assert math.isclose(result.losses[e], sum(step_losses[5 * e: 5 * e + 5]) / 5, rel_tol=1e-12)
+    # every log_every = 2 steps and at the end of each epoch (5 steps: after steps 2, 4 and 5)
+    assert [(r["epoch"], r["step"]) for r in records] == [(1, 2), (1, 4), (1, 5), (2, 7), (2, 9), (2, 10)]
+    spans = [(0, 2), (2, 4), (4, 5), (5, 7), (7, 9), (9, 10)]
+    for r, (a, b) in zip(records, spans):
+        assert math.isclose(r["loss"], sum(step_losses[a:b]) / (b - a), rel_tol=1e-12)
+
+
+def test_an_interrupted_epoch_keeps_its_unlogged_steps_in_its_mean():
+    w = torch.zeros(2, requires_grad=True)
+    x = torch.arange(20.0).reshape(10, 2)
+    step_losses = []
+    loop = FitLoop(_recording_loss(w, step_losses), torch.optim.SGD([w], lr=0.01), x, batch_size=2, epochs=1,
+                   log_every=50, agree=lambda lp, flag: lp.global_step == 3)
+    result = loop.run()
+    assert result.interrupted and result.losses == [] and (loop.epoch, loop.step_in_epoch) == (0, 3)
+    state = loop.state_dict()
+    assert state["epoch_count"] == 3 and math.isclose(state["epoch_loss"], sum(step_losses), rel_tol=1e-12)
+    loop.agree = None
+    result = loop.run()
+    assert result.stopped is None and len(step_losses) == 5
+    assert math.isclose(result.losses[0], sum(step_losses) / 5, rel_tol=1e-12)
+
+
+def test_max_steps_per_epoch_shuffle_off_and_a_custom_order():
+    w = torch.zeros((), requires_grad=True)
+    x = torch.arange(10.0)
+    seen = []
+    loss = lambda xb: seen.append(xb) or (w * xb).sum()
+    loop = FitLoop(loss, torch.optim.SGD([w], lr=0.0), x, batch_size=3, epochs=2, max_steps_per_epoch=2,
+                   shuffle=False)
+    assert loop.steps_per_epoch == 2
+    result = loop.run()
+    assert loop.global_step == 4 and len(result.losses) == 2
+    assert [xb.tolist() for xb in seen] == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]] * 2
+    seen.clear()
+    epochs_asked = []
+    order = lambda epoch: epochs_asked.append(epoch) or torch.arange(9, -1, -1)
+    FitLoop(loss, torch.optim.SGD([w], lr=0.0), x, batch_size=4, epochs=2, shuffle=order).run()
+    assert epochs_asked == [0, 1]
+    assert [xb.tolist() for xb in seen[:3]] == [[9.0, 8.0, 7.0, 6.0], [5.0, 4.0, 3.0, 2.0], [1.0, 0.0]]
+
+
+def test_a_second_signal_gives_up_at_once():
+    w = torch.zeros(1, requires_grad=True)
+    previous = signal.getsignal(signal.SIGINT)
+
+    def twice(record):
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)
+
+    loop = FitLoop(lambda: w.sum(), torch.optim.SGD([w], lr=0.1), epochs=3, log_every=1, on_log=twice)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run()
+    assert signal.getsignal(signal.SIGINT) is previous and loop.global_step == 1
+
+
+def test_handle_signals_false_leaves_the_handlers_alone():
+    w = torch.zeros(1, requires_grad=True)
+    caught = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: caught.append(signum))
+    try:
+        loop = FitLoop(lambda: w.sum(), torch.optim.SGD([w], lr=0.1), epochs=3, handle_signals=False,
+                       on_epoch_end=lambda lp, m: signal.raise_signal(signal.SIGTERM))
+        result = loop.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert result.stopped is None and not result.interrupted and loop.epoch == 3 and caught == [signal.SIGTERM] * 3
+
+
+def test_run_in_a_worker_thread_installs_no_handlers():
+    import threading
+
+    w = torch.zeros(1, requires_grad=True)
+    out = {}
+
+    def work():
+        try:
+            out["result"] = FitLoop(lambda: (w - 1).pow(2).sum(), torch.optim.SGD([w], lr=0.1), epochs=2).run()
+        except Exception as exc:  # signal.signal from a worker thread raises ValueError
+            out["error"] = exc
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert "error" not in out and len(out["result"].losses) == 2
+
+
+def test_result_and_loop_defaults():
+    assert FitResult().stopped is None and not FitResult().interrupted and FitResult().losses == []
+    assert FitResult(stopped="max_steps").interrupted is False
+    w = torch.zeros(1, requires_grad=True)
+    loop = FitLoop(lambda: w.sum(), torch.optim.SGD([w], lr=0.1))
+    assert loop.num_data is None and loop.steps_per_epoch == 1 and loop.epochs == 1 and loop.lr_scheduler is None
+    assert (loop.epoch, loop.step_in_epoch, loop.global_step) == (0, 0, 0)
+    result = loop.run()
+    assert len(result.losses) == 1 and loop.epoch == 1 and w.grad is not None
+    # the stop hook's true non-string value is reported as "stop"
+    result = FitLoop(lambda: w.sum(), torch.optim.SGD([w], lr=0.1), epochs=5, stop=lambda lp: True).run()
+    assert result.stopped == "stop" and len(result.losses) == 1
+
+
+def test_more_bad_arguments():
+    w = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.SGD([w], lr=0.1)
+    with pytest.raises(ValueError, match="^data must be a tensor or a tuple of tensors with the same first dimension$"):
+        FitLoop(lambda: w.sum(), opt, ())
+    with pytest.raises(ValueError, match="^data has no rows$"):
+        FitLoop(lambda x: w.sum(), opt, torch.zeros(0, 2))
+    with pytest.raises(ValueError, match="^batch_size needs data and must be >= 1$"):
+        FitLoop(lambda x: w.sum(), opt, torch.zeros(3), batch_size=0)
+    FitLoop(lambda x: w.sum(), opt, torch.zeros(3), batch_size=1)  # the smallest batch is fine
+    with pytest.raises(ValueError, match=r"^lr_decay \(final / initial learning rate\) must be in \(0, 1\], got 1.5$"):
+        FitLoop(lambda: w.sum(), opt, lr_decay=1.5)
+    with pytest.raises(ValueError, match="^pass lr_decay or lr_scheduler, not both$"):
+        FitLoop(lambda: w.sum(), opt, lr_decay=0.5, lr_scheduler=torch.optim.lr_scheduler.StepLR(opt, 1))
+
+
+def test_lr_decay_of_one_keeps_the_rate_and_an_empty_plan_decays_in_one_step():
+    w = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.SGD([w], lr=0.3)
+    FitLoop(lambda: w.sum(), opt, epochs=4, lr_decay=1.0).run()
+    assert opt.param_groups[0]["lr"] == 0.3
+    opt = torch.optim.SGD([w], lr=0.3)
+    loop = FitLoop(lambda: w.sum(), opt, epochs=0, lr_decay=0.5)  # nothing planned: gamma = decay ** (1 / 1)
+    assert loop.lr_scheduler.gamma == 0.5 and loop.run().losses == []
+
+
+def test_progress_bar_spans_the_run_when_each_epoch_is_one_step(capfd):
+    w = torch.zeros(1, requires_grad=True)
+    FitLoop(lambda: w.sum(), torch.optim.SGD([w], lr=0.1), epochs=3, progress=True, desc="refit").run()
+    err = capfd.readouterr().err
+    assert "refit: " in err and "0/3" in err and "refit 1/3" not in err
+    loop = FitLoop(lambda: w.sum(), torch.optim.SGD([w], lr=0.1), epochs=2, progress=True, desc="refit")
+    loop.run()
+    capfd.readouterr()
+    loop.epochs = 5  # continued: the bar starts at the epochs already done
+    loop.run()
+    assert "2/5" in capfd.readouterr().err
+
+
+def test_each_step_sets_the_gradients_to_none_first():
+    # a parameter the loss does not reach keeps no gradient (set_to_none): SGD with momentum or Adam then skip it
+    w, v = torch.zeros(1, requires_grad=True), torch.zeros(1, requires_grad=True)
+    v.grad = torch.ones(1)
+    FitLoop(lambda: (w - 1).pow(2).sum(), torch.optim.SGD([w, v], lr=0.1), epochs=2).run()
+    assert v.grad is None and w.grad is not None
+
+
+def test_state_dict_without_a_schedule_and_the_rng():
+    w = torch.zeros(1, requires_grad=True)
+    loop = FitLoop(lambda: w.sum(), torch.optim.SGD([w], lr=0.1), epochs=2)
+    loop.run()
+    state = loop.state_dict()
+    assert "lr_scheduler" not in state and (state["epoch"], state["global_step"]) == (2, 2)
+    other = FitLoop(lambda: w.sum(), torch.optim.SGD([w], lr=0.1), epochs=2)
+    expected = torch.rand(3)  # the draws that follow the saved RNG state
+    other.load_state_dict(state)
+    assert torch.equal(torch.rand(3), expected)
+    assert (other.epoch, other.step_in_epoch, other.global_step) == (2, 0, 2) and other.run().losses == []
+
+
+def test_resume_restores_a_step_schedule_and_a_state_without_one_loads_anywhere():
+    def make(scheduled=True):
+        w = torch.zeros(1, requires_grad=True)
+        opt = torch.optim.SGD([w], lr=1.0)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5) if scheduled else None
+        lrs = []
+        loop = FitLoop(lambda: w.sum(), opt, epochs=8, lr_scheduler=sched,
+                       on_epoch_end=lambda lp, m: lrs.append(opt.param_groups[0]["lr"]))
+        return loop, lrs
+
+    full, full_lrs = make()
+    full.run()
+    first, lrs = make()
+    first.agree = lambda lp, flag: lp.global_step == 4
+    assert first.run().interrupted
+    state = first.state_dict()
+    assert state["lr_scheduler"]["last_epoch"] == 4
+    second, more = make()
+    second.load_state_dict(state)
+    second.run()
+    # StepLR counts its own steps: a schedule restarted at 0 would halve the rate at other steps
+    assert lrs + more == full_lrs and full_lrs[-1] == 0.25
+    plain, _ = make(scheduled=False)
+    plain.load_state_dict(state)  # a saved schedule is ignored by a loop without one
+    assert plain.global_step == 4 and plain.lr_scheduler is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_state_dict_restores_the_cuda_rng():
+    w = torch.zeros(1, requires_grad=True)
+    loop = FitLoop(lambda: w.sum(), torch.optim.SGD([w], lr=0.1))
+    state = loop.state_dict()
+    assert state["cuda_rng"]  # one state per visible device
+    expected = torch.rand(3, device="cuda")
+    loop.load_state_dict(state)
+    assert torch.equal(torch.rand(3, device="cuda"), expected)
