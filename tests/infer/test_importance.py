@@ -363,14 +363,17 @@ def test_infer_max_plate_nesting():
     assert infer_max_plate_nesting(sequential, empty, (x,), {}) == 2
 
 
+def _subsampled_model(x):
+    with pyro.plate("data", x.shape[0], subsample_size=4) as idx:
+        z = pyro.sample("z", dist.Normal(x.new_zeros(D), 1.0).to_event(1))
+        pyro.sample("x", dist.Normal(z, S).to_event(1), obs=x[idx])
+
+
 def test_looped_particles_share_one_minibatch():
     """A subsampling data plate draws its indices once: looped particles reuse the first particle's mini-batch."""
     x = _data(n=20)
 
-    def sub_model(x):
-        with pyro.plate("data", x.shape[0], subsample_size=4) as idx:
-            z = pyro.sample("z", dist.Normal(x.new_zeros(D), 1.0).to_event(1))
-            pyro.sample("x", dist.Normal(z, S).to_event(1), obs=x[idx])
+    sub_model = _subsampled_model
 
     def sub_guide(x):
         with pyro.plate("data", x.shape[0], subsample_size=4) as idx:
@@ -650,10 +653,7 @@ def test_analytic_kl_continues_past_sites_without_a_closed_form():
 def test_site_structure_of_unpruned_traces_and_of_programs_without_observations():
     x = _data(n=20)
 
-    def sub_model(x):
-        with pyro.plate("data", x.shape[0], subsample_size=4) as idx:
-            z = pyro.sample("z", dist.Normal(x.new_zeros(D), 1.0).to_event(1))
-            pyro.sample("x", dist.Normal(z, S).to_event(1), obs=x[idx])
+    sub_model = _subsampled_model
 
     def sub_guide(x):
         with pyro.plate("data", x.shape[0], subsample_size=4) as idx:

@@ -402,11 +402,14 @@ def test_model_latent_missing_from_guide_is_rejected(lg):
         IWAE_ELBO(num_particles=2, max_plate_nesting=1).loss(lg.model, guide, lg.x)
 
 
+def _chain_model(x):
+    a = pyro.sample("a", dist.Normal(x.new_zeros(()), 1.0))
+    b = pyro.sample("b", dist.Normal(a, 1.0))
+    pyro.sample("x", dist.Normal(b, 1.0), obs=x)
+
+
 def test_dreg_rejects_hierarchical_guides():
-    def model(x):
-        a = pyro.sample("a", dist.Normal(x.new_zeros(()), 1.0))
-        b = pyro.sample("b", dist.Normal(a, 1.0))
-        pyro.sample("x", dist.Normal(b, 1.0), obs=x)
+    model = _chain_model
 
     def guide(x):
         m = pyro.param("m", torch.tensor(0.0))
@@ -670,10 +673,7 @@ def test_dreg_rejects_a_hierarchy_hidden_in_a_transform():
     """A guide site whose dependence on an earlier latent sits in a TransformedDistribution's transform
     (AffineTransform(loc=a)) is hierarchical too: DReG refuses it, as it refuses Normal(a, 1)."""
 
-    def model(x):
-        a = pyro.sample("a", dist.Normal(x.new_zeros(()), 1.0))
-        b = pyro.sample("b", dist.Normal(a, 1.0))
-        pyro.sample("x", dist.Normal(b, 1.0), obs=x)
+    model = _chain_model
 
     def guide(x):
         m = pyro.param("m", torch.tensor(0.0))
