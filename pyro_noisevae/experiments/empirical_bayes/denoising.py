@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from ...analysis import active_units, psnr
 from ...empirical_bayes import GaussianEnergy, bayes_estimator
+from ...evaluation import summarize
 from ...models import elbo_terms
 from ..common import ModelBudget, read_json, save_figure, write_json, write_text
 from .models import (
@@ -111,7 +112,7 @@ def _denoising_rows(est, x_test):
     for name, x_hat in est.items():
         per_image = (x_hat - x_test).pow(2).mean(-1)
         rows[name] = {"label": METHOD_LABELS[name], "mse": (x_hat - x_test).pow(2).mean().item(),
-                      "mse_se": per_image.std().item() / per_image.numel() ** 0.5,
+                      "mse_se": summarize(per_image)["stderr"],
                       # PSNR of the whole test set as one image: 10 log10(1 / MSE over all pixels)
                       "psnr": psnr(x_hat.double().reshape(1, -1), x_test.double().reshape(1, -1)).item(),
                       "mse_clipped": (x_hat.clamp(0, 1) - x_test).pow(2).mean().item()}
@@ -121,8 +122,8 @@ def _denoising_rows(est, x_test):
 def _paired_difference(est_a, est_b, x_test):
     """Mean over images of the per-image MSE of ``est_a`` minus that of ``est_b``, and its (paired) s.e."""
     diff = (est_a - x_test).pow(2).mean(-1) - (est_b - x_test).pow(2).mean(-1)
-    return {"mean": diff.mean().item(), "se": diff.std().item() / diff.numel() ** 0.5,
-            "fraction_a_better": (diff < 0).double().mean().item()}
+    paired = summarize(diff)
+    return {"mean": paired["mean"], "se": paired["stderr"], "fraction_a_better": (diff < 0).double().mean().item()}
 
 
 def _denoise_all(methods, y, batch_size, device, progress, desc):
