@@ -20,12 +20,12 @@ References:
 
 import dataclasses
 import json
-import math
 import time
 from pathlib import Path
 
 import torch
 
+from ..evaluation import summarize
 from ..training import load_run
 from .common import cli_errors, figure, fmt, invoked_command, log, save_figure, write_json, write_text
 from .evaluate import (
@@ -270,8 +270,8 @@ def reproduce_air_table(out="results/evaluation", runs_dir=None, sigmas=(0.2, 0.
 
 def _paired(a, b):
     """Mean of ``a - b`` over the same images and its standard error (sd of the differences / sqrt(n))."""
-    d = torch.tensor(a, dtype=torch.float64) - torch.tensor(b, dtype=torch.float64)
-    return d.mean().item(), (d.std() / math.sqrt(d.numel())).item()
+    s = summarize(torch.tensor(a, dtype=torch.float64) - torch.tensor(b, dtype=torch.float64))
+    return s["mean"], s["stderr"]
 
 
 def _delta(mean, se):

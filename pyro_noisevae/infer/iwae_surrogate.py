@@ -65,13 +65,16 @@ def iwae_objective(log_w, log_w_dreg=None, dreg_values=(), score=None):
     log_total = torch.logsumexp(log_w, 0)
     bound = log_total - math.log(K)
     # normalized weights (torch.softmax along dim 0 is much slower on CPU)
-    weights = (log_w - log_total).detach().exp()
+    # A particle of weight zero (log w = -inf, e.g. a draw outside the model's support) contributes nothing, not
+    # 0 * inf = NaN; a point whose every weight is zero has bound -inf and no gradient.
+    weights = (log_w - log_total).detach().exp().nan_to_num(0.0)
+    dead = weights == 0
     if log_w_dreg is not None:
-        surrogate = (weights * log_w_dreg).sum(0)
+        surrogate = (weights * log_w_dreg.masked_fill(dead, 0.0)).sum(0)
         for k, value, event_dim in dreg_values:
             register_dreg_hook(value, weights if k is None else weights[k], event_dim)
     else:
-        surrogate = (weights * log_w).sum(0)
+        surrogate = (weights * log_w.masked_fill(dead, 0.0)).sum(0)
         if isinstance(score, torch.Tensor):
-            surrogate = surrogate + bound.detach() * score.sum(0)
+            surrogate = surrogate + bound.detach().nan_to_num(0.0, neginf=0.0) * score.sum(0)
     return (bound - surrogate).detach() + surrogate

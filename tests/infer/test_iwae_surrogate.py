@@ -86,3 +86,35 @@ def test_iwae_objective_dreg_squares_the_weights_on_the_path():
         torch.testing.assert_close(out, log_w.logsumexp(0) - math.log(2))
         (grad,) = torch.autograd.grad(out.sum(), [z])
         torch.testing.assert_close(grad, w**2)
+
+
+def test_a_particle_of_weight_zero_contributes_nothing():
+    # point 0: one particle outside the support (log w = -inf); point 1: all finite
+    log_w = torch.tensor([[0.0, -1.0], [-math.inf, -2.0], [math.log(3.0), -0.5]], dtype=torch.float64, requires_grad=True)
+    value = iwae_objective(log_w)
+    # L_3 = log((1 + 0 + 3) / 3) for point 0, an ordinary log-mean-exp for point 1
+    expected = torch.stack([torch.tensor(math.log(4.0 / 3.0), dtype=torch.float64),
+                            torch.logsumexp(log_w.detach()[:, 1], 0) - math.log(3)])
+    assert torch.allclose(value.detach(), expected, rtol=0, atol=1e-12)
+    value.sum().backward()
+    # standard gradient: the normalized weights, exactly 0 for the dead particle
+    assert torch.allclose(log_w.grad[:, 0], torch.tensor([0.25, 0.0, 0.75], dtype=torch.float64), rtol=0, atol=1e-12)
+    assert torch.allclose(log_w.grad[:, 1], torch.softmax(log_w.detach()[:, 1], 0), rtol=0, atol=1e-12)
+
+
+def test_a_point_whose_every_weight_is_zero_has_bound_minus_inf_and_no_gradient():
+    log_w = torch.tensor([[-math.inf, 0.0], [-math.inf, 1.0]], requires_grad=True)
+    score = torch.zeros(2, 2, requires_grad=True)
+    value = iwae_objective(log_w, score=score)
+    assert value[0].item() == -math.inf
+    assert math.isfinite(value[1].item())
+    value[1].backward()
+    assert torch.equal(log_w.grad[:, 0], torch.zeros(2))
+    assert torch.isfinite(score.grad).all()
+    # DReG form: the dead point's surrogate and draw gradients stay finite (zero weights)
+    z = torch.ones(2, 2, requires_grad=True)
+    log_w_dreg = log_w.detach() + 0.0 * z.sum()  # depends on z, like log w at stopped guide parameters
+    value = iwae_objective(log_w.detach(), log_w_dreg=log_w_dreg, dreg_values=[(None, z, 0)])
+    assert value[0].item() == -math.inf
+    value[1].backward()
+    assert torch.isfinite(z.grad).all()
