@@ -227,7 +227,7 @@ def fit_local_guide(model, guide, *args, objective="iwae", num_particles=50, num
         loss = -bound.sum()
         if not torch.isfinite(loss):  # before the step, so that the parameters stay finite
             raise FloatingPointError(
-                f"the {objective} bound became {loss.item()} at step {loop.global_step}; lower lr or check the "
+                f"the {objective} bound became {-loss.item()} at step {loop.global_step}; lower lr or check the "
                 "model's support for these data"
             )
         return loss
