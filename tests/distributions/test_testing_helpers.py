@@ -391,3 +391,68 @@ def test_check_ks_p_values_equal_scipys_exact_kstest_on_the_same_draws():
     for j, (loc, scale) in enumerate([(0.0, 1.0), (1.0, 2.0)]):
         ref = scipy.stats.kstest(x[:, j].numpy(), scipy.stats.norm(loc, scale).cdf, method="exact").pvalue
         assert p[j].item() == pytest.approx(ref, rel=1e-9)
+
+
+class CachedMoment(NoisyNormal):
+    """Keeps one moment in an attribute that its ``expand`` copies without expanding (a stale cache); with
+    ``no_mean`` it has no mean, so check_expand must go on to the variance."""
+
+    moment, no_mean = "mean", False
+
+    def __init__(self, loc, sigma, *, validate_args=None):
+        super().__init__(loc, sigma, validate_args=validate_args)
+        self._cached = getattr(NoisyNormal(loc, sigma), self.moment)
+
+    @property
+    def mean(self):
+        if self.no_mean:
+            raise NotImplementedError
+        return self._cached if self.moment == "mean" else super().mean
+
+    @property
+    def variance(self):
+        return self._cached if self.moment == "variance" else super().variance
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(type(self), _instance)
+        new = super().expand(batch_shape, _instance=new)
+        new._cached = self._cached  # the bug: not expanded
+        return new
+
+
+class StaleMean(CachedMoment):
+    moment = "mean"
+
+
+class StaleVarianceNoMean(CachedMoment):
+    moment, no_mean = "variance", True
+
+
+@pytest.mark.parametrize("cls,name", [(StaleMean, "mean"), (StaleVarianceNoMean, "variance")])
+def test_check_expand_names_a_moment_that_expand_left_unexpanded(cls, name):
+    d = cls(torch.zeros(3, **F64), 1.0)
+    check_shapes(d)  # the unexpanded law is fine
+    with pytest.raises(AssertionError, match=rf"^expanded {name}: shape \(3,\) != \(2, 3\)$"):
+        check_expand(d, (2, 3))
+
+
+def test_check_moments_sees_a_wrong_variance_far_below_one():
+    # sd 0.01: the sample variance's standard error is sigma^2 sqrt(2 / n) = 1e-6 for n = 20_000, so a variance
+    # claimed twice too large (off by 1e-4, about 70 standard errors) must fail, although 1e-4 is far below 1 / sqrt(n)
+    class DoubleVariance(NoisyNormal):
+        @property
+        def variance(self):
+            return 2 * super().variance
+
+    d = DoubleVariance(torch.zeros(2, **F64), 0.01)
+    torch.manual_seed(0)
+    with pytest.raises(AssertionError, match=r"^sample variance .* vs variance .*: \d+\.\d standard errors "
+                                             r"\(allowed 5\.0\)$"):
+        check_moments(d, num_samples=20_000)
+    torch.manual_seed(0)
+    out = check_moments(NoisyNormal(torch.zeros(2, **F64), 0.01), num_samples=20_000)
+    # the reported standard error is sigma^2 sqrt(2 / n) up to its own sampling error: m4 - s^4 ~ 2 sigma^4 with an
+    # sd of at most (sqrt(96) + 2 sqrt(2)) sigma^4 / sqrt(n) ~ 0.09 sigma^4, i.e. <= 2.2 % on its square root;
+    # 15 % is more than 6 such standard errors
+    expected = 1e-4 * math.sqrt(2 / 20_000)
+    assert ((out["variance_se"] / expected - 1).abs() < 0.15).all()

@@ -2,16 +2,37 @@
 
 import io
 import math
+import re
 import signal
+import sys
+import threading
 
 import pytest
 import torch
 import tqdm
 
+import pyro_noisevae.infer.fit_loop as fit_loop_module
 from pyro_noisevae.training import FitLoop, FitResult, epoch_order
 
-# no tqdm monitor thread: a process forked while it holds tqdm's lock (mutmut forks the test process) would deadlock
-tqdm.tqdm.monitor_interval = 0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _process_private_tqdm_lock():
+    """A process-private tqdm lock and no monitor thread while these tests run.
+
+    tqdm's default write lock holds a ``multiprocessing.RLock``: a POSIX semaphore shared with every process forked
+    after it was created. ``tqdm.refresh`` acquires it without ``try``/``finally`` (tqdm 4.70), so a bar whose
+    display raises (e.g. ``initial=None``) leaves it held; under a tester that forks each run of these tests from one
+    parent (mutmut's ``process_isolation = fork``), every later process then blocks forever in ``sem_wait``. A
+    ``threading.RLock`` is copied, not shared, by ``fork``; and without the monitor thread no thread of the parent can
+    hold it at a fork."""
+    cls = tqdm.tqdm
+    old_lock, old_interval = cls.get_lock(), cls.monitor_interval
+    cls.set_lock(threading.RLock())
+    cls.monitor_interval = 0
+    yield
+    cls.set_lock(old_lock)
+    cls.monitor_interval = old_interval
 
 N, D = 23, 3
 
@@ -181,7 +202,8 @@ def test_full_batch_leaf_gradients_labelled_data_and_order():
 
 def test_a_nonfinite_loss_is_a_clear_error():
     w = torch.zeros(1, requires_grad=True)
-    with pytest.raises(FloatingPointError, match="the loss became nan by step 1"):
+    message = "the loss became nan by step 1; lower the learning rate or check the data"
+    with pytest.raises(FloatingPointError, match=f"^{re.escape(message)}$"):
         FitLoop(lambda: w.sum() * math.nan, torch.optim.SGD([w], lr=0.1), epochs=3).run()
 
 
@@ -327,8 +349,6 @@ def test_handle_signals_false_leaves_the_handlers_alone():
 
 
 def test_run_in_a_worker_thread_installs_no_handlers():
-    import threading
-
     w = torch.zeros(1, requires_grad=True)
     out = {}
 
@@ -454,3 +474,143 @@ def test_state_dict_restores_the_cuda_rng():
     expected = torch.rand(3, device="cuda")
     loop.load_state_dict(state)
     assert torch.equal(torch.rand(3, device="cuda"), expected)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# issue 15, second pass: what the progress bar shows (written to a fake stderr, a terminal or a log file)
+
+
+class _Stderr(io.StringIO):
+    """A stand-in for ``sys.stderr``: a terminal (``tty``) or a log file."""
+
+    def __init__(self, tty=False):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self):
+        return self.tty
+
+
+_SHOWN = re.compile(r"([^\r:]+): +\d+%\|[^|]*\| (\d+/\d+) ")
+
+
+def _shown(text):
+    """(label, "n/total") of every non-blank refresh of the bars written to ``text``."""
+    return [m.groups() for m in map(_SHOWN.match, text.split("\r")) if m]
+
+
+def test_progress_bar_shows_the_logged_loss_and_is_cleared_at_the_end(monkeypatch):
+    err = _Stderr()
+    monkeypatch.setattr(sys, "stderr", err)
+    w = torch.zeros(1, requires_grad=True)
+    # every step's loss is 2.5; 4 steps logged 2 at a time: the postfix is the mean per step of each pair
+    FitLoop(lambda xb: (w * 0).sum() + 2.5, torch.optim.SGD([w], lr=0.1), torch.zeros(8), batch_size=2,
+            log_every=2, progress=True, desc="fit").run()
+    out = err.getvalue()
+    assert re.findall(r"loss=([^\]]*)\]", out) == ["2.5", "2.5"]
+    # leave=False: the last write blanks the line (carriage return, spaces, carriage return) and no line is left
+    assert "\n" not in out and out.endswith("\r") and out.split("\r")[-2].strip() == ""
+
+
+def test_per_epoch_bars_count_their_steps_from_where_the_epoch_resumes(monkeypatch):
+    err = _Stderr()
+    monkeypatch.setattr(sys, "stderr", err)
+    w = torch.zeros((), requires_grad=True)
+    loop = FitLoop(lambda xb: (w * xb).sum(), torch.optim.SGD([w], lr=0.0), torch.arange(10.0), batch_size=2,
+                   epochs=2, progress=True, desc="fit", agree=lambda lp, flag: lp.global_step == 2)
+    assert loop.run().interrupted  # after 2 of the first epoch's 5 steps, nothing logged yet
+    assert _shown(err.getvalue()) == [("fit 1/2", "0/5")]
+    err.seek(0), err.truncate()
+    loop.agree = None
+    loop.run()
+    # the first epoch's bar starts at its 2 steps done; each bar is labelled with its epoch and counts to 5
+    assert _shown(err.getvalue()) == [("fit 1/2", "2/5"), ("fit 1/2", "5/5"), ("fit 2/2", "0/5"), ("fit 2/2", "5/5")]
+
+
+def test_whole_run_bar_continues_from_the_epochs_done(monkeypatch):
+    err = _Stderr()
+    monkeypatch.setattr(sys, "stderr", err)
+    w = torch.zeros(1, requires_grad=True)
+    loop = FitLoop(lambda: w.sum(), torch.optim.SGD([w], lr=0.1), epochs=2, progress=True, desc="refit")
+    loop.run()
+    assert _shown(err.getvalue()) == [("refit", "0/2"), ("refit", "1/2"), ("refit", "2/2")]
+    err.seek(0), err.truncate()
+    loop.epochs = 5
+    loop.run()
+    assert _shown(err.getvalue()) == [("refit", f"{k}/5") for k in (2, 3, 4, 5)]
+
+
+@pytest.mark.parametrize("tty,interval", [(False, 10.0), (True, 0.5)], ids=["log", "terminal"])
+def test_progress_bar_refreshes_rarely_in_a_log_and_follows_the_terminal_width(monkeypatch, tty, interval):
+    # a log file (stderr not a terminal) gets a refresh at most every 10 s, a terminal every 0.5 s; the width is
+    # re-read at every refresh (dynamic_ncols), so a resized terminal gets a bar that fits
+    monkeypatch.setattr(sys, "stderr", _Stderr(tty))
+    made = []
+
+    class Recorded(tqdm.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(fit_loop_module, "tqdm", Recorded)
+    w = torch.zeros((), requires_grad=True)
+    FitLoop(lambda xb: (w * xb).sum(), torch.optim.SGD([w], lr=0.0), torch.arange(4.0), batch_size=2, epochs=2,
+            progress=True).run()
+    assert len(made) == 2 and all(bar.mininterval == interval for bar in made)
+    assert all(callable(bar.dynamic_ncols) for bar in made)
+
+
+def test_an_interrupted_epoch_adds_its_unlogged_steps_to_the_logged_ones():
+    # log_every = 2 and a stop after step 3: steps 1-2 are logged (flushed), step 3 is not; both count
+    w = torch.zeros(2, requires_grad=True)
+    x = torch.arange(20.0).reshape(10, 2)
+    step_losses = []
+    loop = FitLoop(_recording_loss(w, step_losses), torch.optim.SGD([w], lr=0.01), x, batch_size=2, epochs=1,
+                   log_every=2, agree=lambda lp, flag: lp.global_step == 3)
+    assert loop.run().interrupted and len(step_losses) == 3
+    state = loop.state_dict()
+    assert state["epoch_count"] == 3 and math.isclose(state["epoch_loss"], sum(step_losses), rel_tol=1e-12)
+    loop.agree = None
+    assert math.isclose(loop.run().losses[0], sum(step_losses) / 5, rel_tol=1e-12) and len(step_losses) == 5
+
+
+def test_each_full_batch_epoch_reports_the_loss_of_its_one_step():
+    # (w - 1)^2 from w = 0 with SGD at lr 0.25: w = 0, 0.5, 0.75, so the losses are 1, 1/4, 1/16 exactly
+    w = torch.zeros((), requires_grad=True)
+    result = FitLoop(lambda: (w - 1) ** 2, torch.optim.SGD([w], lr=0.25), epochs=3).run()
+    assert result.losses == [1.0, 0.25, 0.0625] and w.item() == 0.875
+
+
+def test_lr_decay_is_planned_over_all_the_steps_of_all_epochs():
+    # 3 epochs of 4 mini-batch steps: the rate reaches lr * lr_decay after the 12th step, not before
+    w = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.SGD([w], lr=1.0)
+    lrs = []
+    FitLoop(lambda xb: (w - xb).pow(2).sum(), opt, torch.ones(8, 1), batch_size=2, epochs=3, lr_decay=0.5,
+            on_epoch_end=lambda lp, m: lrs.append(opt.param_groups[0]["lr"])).run()
+    assert [math.log2(lr) for lr in lrs] == pytest.approx([-1 / 3, -2 / 3, -1.0], rel=1e-12)
+
+
+def test_default_options(monkeypatch):
+    err = _Stderr()
+    monkeypatch.setattr(sys, "stderr", err)
+    w = torch.zeros((), requires_grad=True)
+    other = torch.ones((), requires_grad=True)  # in the graph, not in the optimizer: gets a gradient by default
+    x = torch.arange(120.0)
+    seen, records = [], []
+
+    def loss(xb):
+        seen.append(xb)
+        return (w * other * xb).sum()
+
+    FitLoop(loss, torch.optim.SGD([w], lr=0.0), x, batch_size=60, epochs=1).run()
+    # seed 0; no progress bar; gradients for every leaf of the graph (grad_inputs_only=False)
+    assert torch.equal(torch.cat(seen), x[epoch_order(0, 0, 120)]) and err.getvalue() == ""
+    assert other.grad is not None
+    # on_log every 50 steps (and at the end of the epoch)
+    FitLoop(lambda xb: (w * xb).sum(), torch.optim.SGD([w], lr=0.0), x, batch_size=1, on_log=records.append).run()
+    assert [r["step"] for r in records] == [50, 100, 120]
+    # the bars are labelled "epoch": "epoch 1/1" per epoch, "epoch" over a run of one-step epochs
+    FitLoop(lambda xb: (w * xb).sum(), torch.optim.SGD([w], lr=0.0), x, batch_size=60, progress=True).run()
+    FitLoop(lambda: w * 1.0, torch.optim.SGD([w], lr=0.0), progress=True).run()
+    assert {label for label, _ in _shown(err.getvalue())} == {"epoch 1/1", "epoch"}
