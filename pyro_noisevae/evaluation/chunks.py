@@ -232,7 +232,7 @@ def check_float(value, name, low=0.0, high=math.inf, closed_high=True):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     if not (value > low and (value <= high if closed_high else value < high)):
-        raise ValueError(f"{name} must be in ({low}, {high}], got {value!r}")
+        raise ValueError(f"{name} must be in ({low}, {high}{']' if closed_high else ')'}, got {value!r}")
     return float(value)
 
 
