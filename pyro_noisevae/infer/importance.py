@@ -263,7 +263,8 @@ def site_structure(model_trace, guide_trace, data_plate=None):
     Classify the sample sites of a traced pair (see :class:`SiteStructure`). The data plate is ``data_plate``
     when named; otherwise the plates common to every sample site (no global latents), or the one plate common
     to every observed site (global latents present; when several plates qualify and exactly one subsamples,
-    that one).
+    that one). When several plates hold every site (nested plates with no global latent) all are kept, and the
+    data plate, which indexes the data's rows, is the one that subsamples if exactly one does, else the outermost.
 
     :raises ValueError: when no data plate can be found, or several qualify (name it with ``data_plate=``).
     """
@@ -314,10 +315,21 @@ def site_structure(model_trace, guide_trace, data_plate=None):
     keep = frozenset.intersection(*local_plates) if local_plates else frozenset(data_frames)
     replicate = {s["infer"].get(REPLICATE_KEY) for n, s in sites if s["infer"].get(REPLICATE_KEY)}
     replicate = {r for r in replicate if any(f.name == r for f in keep)}
-    data_frame = next(iter(f for f in keep if f.name not in replicate and f in data_frames), None)
-    if data_frame is None:
-        data_frame = next(iter(data_frames))
+    data_frame = _outermost([f for f in keep if f.name not in replicate and f in data_frames]) or _outermost(data_frames)
     return SiteStructure(data_frame, keep, replicate, global_names, local, guide_only)
+
+
+def _outermost(frames):
+    """The data plate among several candidate plates, independent of set order (hash seed): the one plate that
+    subsamples if exactly one does, else the outermost (most negative ``dim``; ties broken by name), which indexes
+    the leading dim of the data as in ``plate("data", N): plate("pixels", D)``."""
+    frames = list(frames)
+    if not frames:
+        return None
+    subsampled = [f for f in frames if f.full_size is not None and f.full_size != f.size]
+    if len(subsampled) == 1:
+        return subsampled[0]
+    return min(frames, key=lambda f: (f.dim if f.dim is not None else 0, f.name))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -705,3 +705,44 @@ def test_the_data_plate_is_the_kept_plate_that_is_not_a_replicate(copies):
 
     structure = site_structure(*probe_traces(rep_model, rep_guide, (x,), {}))
     assert structure.replicate == {copies} and structure.data_frame.name == "data"
+
+
+NESTED_PLATE_NAMES = [("rows", "cols"), ("data", "pixels"), ("a", "b"), ("b", "a"), ("points", "dims"),
+                      ("u", "v"), ("outer", "inner"), ("n", "d")]
+
+
+def _nested_plate_pair(outer, inner):
+    """Every site in two nested plates, no global latent; the guide is the exact posterior N(x/2, 1/2)."""
+
+    def model(x):
+        with pyro.plate(outer, x.shape[0], dim=-2), pyro.plate(inner, x.shape[1], dim=-1):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate(outer, x.shape[0], dim=-2), pyro.plate(inner, x.shape[1], dim=-1):
+            pyro.sample("z", dist.Normal(x / 2, math.sqrt(0.5)))
+
+    return model, guide
+
+
+@pytest.mark.parametrize("outer,inner", NESTED_PLATE_NAMES)
+def test_nested_plates_make_the_outermost_the_data_plate_whatever_the_names(outer, inner):
+    # the choice once followed set order (the hash seed): about half of these name pairs picked the inner plate
+    model, guide = _nested_plate_pair(outer, inner)
+    x = torch.randn(4, 3)
+    structure = site_structure(poutine.trace(model).get_trace(x), poutine.trace(guide).get_trace(x))
+    assert structure.data_frame.name == outer
+    assert structure.keep_names == {outer, inner}
+
+
+def test_nested_plates_evaluate_the_rows_of_the_data():
+    from pyro_noisevae.evaluation import log_likelihood
+
+    model, guide = _nested_plate_pair("cols", "rows")  # names that mislead: the outer plate is called "cols"
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    got = log_likelihood(model, guide, x, num_samples=4, chunk_size=2, batch_size=2, progress=False)
+    # exact posterior: every importance weight is p(x); p(x_ij) = N(0, 2) independently
+    exact = dist.Normal(0.0, math.sqrt(2.0)).log_prob(x).sum(-1)
+    assert got.shape == (5,)
+    assert torch.allclose(got, exact, rtol=0, atol=1e-4)
