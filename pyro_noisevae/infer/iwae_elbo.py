@@ -52,6 +52,7 @@ class _Setup:
     def __init__(self, nesting, structure, vectorize):
         self.nesting, self.structure, self.vectorize = nesting, structure, vectorize
         self.checked = False
+        self.dependence_checked = False  # DReG's hierarchy check needs autograd: done on the first call with grad
 
 
 class _Terms:
@@ -115,7 +116,8 @@ class IWAE_ELBO(ELBO):
       where :math:`\log q` is evaluated with the guide's parameters stopped (only the path through
       :math:`z_k` remains). Implemented with a stopped-parameter copy of each guide distribution and a
       gradient hook on :math:`z_k` that multiplies by :math:`\tilde w_k`. It needs every guide site to
-      be reparameterized and guide sites not to depend on other guide latents.
+      be reparameterized and guide sites not to depend on other guide latents (checked with autograd on
+      the first call that records gradients: ``loss`` and ``SVI.evaluate_loss`` run without them).
 
     **Global latents** (sites outside the data plate, e.g. the weights of a Bayesian regression) are
     drawn **once** per step and shared by the ``K`` particles; the bound is then
@@ -144,7 +146,10 @@ class IWAE_ELBO(ELBO):
 
     :param int num_particles: :math:`K \ge 1` importance samples per data point.
     :param int max_plate_nesting: bound on nested plates in model and guide (without the particle
-        plate); inferred by running model and guide once when ``None``.
+        plate, which sits at dim ``-(max_plate_nesting + 1)``); inferred by running model and guide once
+        when ``None``. As in :class:`~pyro.infer.elbo.ELBO`, the attribute ``max_plate_nesting`` counts the
+        particle plate when particles are vectorized (``K > 1``): 3 for ``max_plate_nesting=2``; it stays
+        ``inf`` when the nesting is inferred.
     :param bool vectorize_particles: draw the ``K`` particles in one vectorized pass (default ``True``).
     :param str gradient_estimator: ``"standard"`` or ``"dreg"``.
     :param bool retain_graph: passed to ``backward`` in :meth:`loss_and_grads`.
@@ -213,6 +218,8 @@ class IWAE_ELBO(ELBO):
         nesting = self.max_plate_nesting
         if nesting == float("inf"):
             nesting = infer_max_plate_nesting(model, guide, args, kwargs)
+        elif self.vectorize_particles and self.num_particles > 1:
+            nesting -= 1  # the attribute counts the particle plate (Pyro's ELBO convention); the programs' plates here
         # one pass without particles finds the data plate and the global latents; the RNG is restored so that
         # the first real evaluation draws what Trace_ELBO would (same seed => same particles)
         state = get_rng_state()
@@ -250,7 +257,7 @@ class IWAE_ELBO(ELBO):
             setup.vectorize = False
             return result
 
-    def _particle_terms(self, model_trace, guide_trace, setup, particle_index, particle_dim, first):
+    def _particle_terms(self, model_trace, guide_trace, setup, particle_index, particle_dim, check_dependence):
         """Local log weights reduced to the kept plate dims, and the global ELBO terms, of one trace pair."""
         structure = setup.structure
         local = set(structure.local_names)
@@ -326,7 +333,7 @@ class IWAE_ELBO(ELBO):
                 log_w_dreg = log_w_dreg - reduce_to_kept(scale_and_mask(stopped, rel, site["mask"]), keep_dims)
                 value = site["value"]
                 if value.requires_grad:
-                    if first:
+                    if check_dependence:
                         self._check_no_latent_dependence(name, site, upstream)
                     upstream.append(value)
                     hooks.append((particle_index, value, site["fn"].event_dim))
@@ -356,9 +363,11 @@ class IWAE_ELBO(ELBO):
         first = not setup.checked
         check = self.validate == "always" or first
         pairs, pdim = self._traces(setup, model, guide, args, kwargs, check)
-        terms = [self._particle_terms(mt, gt, setup, i if pdim is None else None, pdim, first)
+        terms = [self._particle_terms(mt, gt, setup, i if pdim is None else None, pdim, not setup.dependence_checked)
                  for i, (mt, gt) in enumerate(pairs)]
         setup.checked = True
+        # under no_grad (loss, SVI.evaluate_loss) no draw has a graph: DReG's dependence check waits for a call with one
+        setup.dependence_checked = setup.dependence_checked or torch.is_grad_enabled()
         K = self.num_particles
         if pdim is not None:  # one vectorized trace, particles at pdim
             t = terms[0]
