@@ -258,7 +258,8 @@ class ELBOEnergy(Energy):
     def log_weights(self, y, *args, **kwargs):
         r"""
         Per-particle terms of the bound, shape ``(K, B)``: :math:`\log p(y, z_k) - \log q(z_k \mid y)`
-        (with KL terms in closed form when ``analytic_kl``).
+        (with KL terms in closed form when ``analytic_kl``). When the program has a replicate plate of size
+        ``M`` (e.g. a denoising guide's corruptions), each particle's term is the mean over its ``M`` copies.
         """
         check_points(y, self.dim)
         args = (y,) + args
@@ -278,12 +279,13 @@ class ELBOEnergy(Energy):
         if frame is not None and (frame.size != b or (frame.full_size is not None and frame.full_size != frame.size)):
             raise ValueError(
                 f"the data plate {frame.name!r} must have size {b} (one entry per point, no subsampling), got size "
-                f"{frame.size}")
+                f"{frame.size}" + ("" if frame.full_size in (None, frame.size) else f" subsampled from {frame.full_size}"))
         if first:  # programs register their parameters on their first run
             self._register_params((model_tr, guide_tr))
         log_w = per_point_log_weights(model_tr, guide_tr, structure, self._nesting, particle_dim, k, scaled=True,
                                       analytic_kl=self.analytic_kl)
-        return log_w.reshape(-1, k, b).mean(0) if log_w.shape[0] != k else log_w
+        # rows are ordered particle-major, (K, M) flattened: average each particle's M replicate copies
+        return log_w.reshape(k, -1, b).mean(1) if log_w.shape[0] != k else log_w
 
     def forward(self, y, *args, **kwargs):
         """:math:`f(y)` of shape ``(B,)`` (see the class docstring)."""

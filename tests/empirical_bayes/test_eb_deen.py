@@ -1,5 +1,7 @@
 """DEEN at MNIST's dimension: the default MLP energy must learn to denoise a 784-D Gaussian with MNIST's moments."""
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -95,3 +97,41 @@ def test_first_layer_narrower_than_the_data_confines_the_denoiser_to_a_subspace(
     assert torch.linalg.matrix_rank(grad).item() == 3
     _, grad = DEEN(5, hidden_dims=(8, 8)).double().energy_and_grad(torch.randn(50, 5, dtype=DT))
     assert torch.linalg.matrix_rank(grad).item() == 5
+
+
+# ---- issue 15: mutation-testing blind spots (quality/notes_eb_deen.md) ----
+
+
+def test_default_dimension_is_mnists():
+    assert DEEN(hidden_dims=(4,)).dim == 784
+
+
+def test_relu_refusal_message():
+    message = "DEEN needs a smooth activation (silu, softplus, tanh or elu): relu has a zero Hessian"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        DEEN(3, hidden_dims=(4,), activation="relu")
+
+
+def test_forward_checks_the_feature_size():
+    # called directly (not through energy_and_grad), the energy names the mismatch instead of a matmul error
+    with pytest.raises(ValueError, match=f"^{re.escape('y has 4 features but the energy expects 3')}$"):
+        DEEN(3, hidden_dims=(4,))(torch.zeros(2, 4))
+
+
+@pytest.mark.parametrize("dim", [16, 400])
+def test_first_adam_step_moves_the_effective_first_layer_by_lr_over_sqrt_d(dim):
+    """
+    The input is scaled by 1/√D: Adam's first step moves every raw weight by lr (times |g| / (|g| + 1e-8), = 1 to
+    float32 precision for the gradients here), so the effective first layer input_scale · W1 moves by lr / √D
+    at most, and by exactly that for all but (possibly) entries with a vanishing gradient.
+    """
+    torch.manual_seed(0)
+    energy = DEEN(dim, hidden_dims=(dim + 8, 8))
+    lr = 1e-3
+    opt = torch.optim.Adam(energy.parameters(), lr=lr)
+    before = energy.input_scale * energy.net[0].weight.detach().clone()
+    energy(torch.randn(32, dim)).sum().backward()
+    opt.step()
+    moved = (energy.input_scale * energy.net[0].weight.detach() - before).abs()
+    assert abs(moved.max().item() * dim**0.5 / lr - 1) < 1e-3
+    assert abs(moved.median().item() * dim**0.5 / lr - 1) < 1e-3
