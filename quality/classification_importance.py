@@ -48,6 +48,9 @@ C = {
                                                "data plate or the replicate plate depending on the hash order of the "
                                                "frames; the replicate test asserts the data plate, so it is killed "
                                                "only under some hash seeds"),
+    "_outermost#17": (E + " (unreachable else)", "`_plates` keeps only vectorized plates, whose frames always carry an "
+                                                 "integer `dim`; the `None` branch (a sequential plate) never runs"),
+    "_outermost#19": (E + " (unreachable else)", "as #17"),
     "per_point_log_weights#20": (E, "adds `None` to the kept dims, which no dim equals"),
     "per_point_log_weights#12": (E + " (for values)", "one more leading size-1 dim is padded, never summed, and dropped "
                                                       "by the final reshape"),

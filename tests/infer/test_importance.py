@@ -746,3 +746,23 @@ def test_nested_plates_evaluate_the_rows_of_the_data():
     exact = dist.Normal(0.0, math.sqrt(2.0)).log_prob(x).sum(-1)
     assert got.shape == (5,)
     assert torch.allclose(got, exact, rtol=0, atol=1e-4)
+
+
+def test_nested_plates_make_the_subsampled_one_the_data_plate():
+    # the data points sit in the inner plate and subsample; the outer plate is not the data plate here
+    def model(x, idx):
+        with pyro.plate("pixels", x.shape[1], dim=-2), pyro.plate("data", 10, subsample=idx, dim=-1):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x[idx].T)
+
+    def guide(x, idx):
+        with pyro.plate("pixels", x.shape[1], dim=-2), pyro.plate("data", 10, subsample=idx, dim=-1):
+            pyro.sample("z", dist.Normal(0.0, 1.0))
+
+    x, idx = torch.randn(10, 3), torch.tensor([1, 4, 7, 8])
+    structure = site_structure(poutine.trace(model).get_trace(x, idx), poutine.trace(guide).get_trace(x, idx))
+    assert structure.data_frame.name == "data"
+    assert (structure.data_frame.size, structure.data_frame.full_size) == (4, 10)
+    # without subsampling the outermost wins again
+    structure = site_structure(*(poutine.trace(p).get_trace(x, torch.arange(10)) for p in (model, guide)))
+    assert structure.data_frame.name == "pixels"
